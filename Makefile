@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine with only python3 and make:
+#   make demo   installs into .venv and runs a few sessions of the bundled fake agent
+#   make test   installs into .venv and runs lint, types and the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m hive_actors.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check hive_actors tests
+	$(BIN)/ruff format --check hive_actors tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy hive_actors
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,113 @@
+"""Configuration: one validated model, built from arguments and HIVE_* variables."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hive_actors import _validate
+from hive_actors.errors import InvalidConfig
+
+DEFAULT_COMMAND: tuple[str, ...] = ("claude-flow", "hive-mind", "spawn", "{task}")
+ENV_PREFIX = "HIVE_"
+
+
+def default_root() -> Path:
+    """The per-user data directory: $XDG_DATA_HOME/hive_actors or ~/.local/share/hive_actors."""
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "hive_actors"
+
+
+class HiveConfig(BaseModel):
+    """Every setting of a Hive. Each field can also come from ``HIVE_<FIELD>``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    root: Path = Field(default_factory=default_root)
+    """Holds registry.db, and by default the sessions and logs."""
+    working_root: Path | None = None
+    """Parent of the session working dirs; default ``<root>/sessions``."""
+    output_root: Path | None = None
+    """If set, a session's ``output/`` is a link to ``<output_root>/<uuid>``."""
+    log_root: Path | None = None
+    """Where ``<uuid>.log`` files go; default ``<root>/logs``."""
+    command: tuple[str, ...] = DEFAULT_COMMAND
+    """The agent command template; an element ``{task}`` is replaced by the task text."""
+    grace_period: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    """Seconds between the stop signal and SIGKILL."""
+    max_restarts: Annotated[int, Field(ge=0, le=1000)] = 3
+    """Child-actor restarts allowed within ``restart_window`` before the session fails."""
+    restart_window: Annotated[float, Field(gt=0, le=86400)] = 5.0
+    max_history: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
+    """Messages a ContextManager keeps; the oldest are dropped first."""
+    max_files: Annotated[int, Field(ge=1, le=100_000)] = 100
+    """Active files a ContextManager keeps; the oldest are dropped first."""
+    max_message_bytes: Annotated[int, Field(ge=1, le=16 * 1024 * 1024)] = 256 * 1024
+    context_budget: Annotated[int, Field(ge=256, le=100_000_000)] = 32_000
+    """Default size, in characters of JSON, of what ``build_context`` returns."""
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _check_command(cls, value: object) -> tuple[str, ...]:
+        return _validate.command(value)
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.working_root or self.root / "sessions"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.log_root or self.root / "logs"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.root / "registry.db"
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> HiveConfig:
+        """Build a config from ``HIVE_*`` variables, then ``overrides`` (which win).
+
+        Raises InvalidConfig naming the argument or variable that is wrong.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        origin: dict[str, str] = {}
+        for name in cls.model_fields:
+            variable = ENV_PREFIX + name.upper()
+            if variable in environ and environ[variable] != "":
+                values[name] = _from_env(variable, name, environ[variable])
+                origin[name] = variable
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = value
+                origin[name] = name
+        unknown = sorted(set(values) - set(cls.model_fields))
+        if unknown:
+            raise InvalidConfig(
+                f"unknown setting {', '.join(unknown)}; known: {', '.join(cls.model_fields)}"
+            )
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                field = str(error["loc"][0]) if error["loc"] else "config"
+                problems.append(f"{origin.get(field, field)}: {error['msg']}")
+            raise InvalidConfig("invalid configuration: " + "; ".join(problems)) from None
+
+
+def _from_env(variable: str, name: str, raw: str) -> object:
+    if name != "command":
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        raise InvalidConfig(
+            f'{variable} must be a JSON list of strings such as ["my-agent", "{{task}}"], '
+            f"not {raw!r}"
+        ) from None

@@ -1,0 +1,143 @@
+"""The services every actor of one Hive shares, and the one way a session's state changes.
+
+``commit`` is the write path of the whole lifecycle: check the transition against the
+table in ``_states``, write session.json, commit the registry row and its events, update
+the in-memory table, and only then publish. Any actor that changes a session calls it from
+its own turn, so a session's events come out in the order its supervisor decided them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from hive_actors import _workspace
+from hive_actors._clock import Clock
+from hive_actors._config import HiveConfig
+from hive_actors._events import EventBus
+from hive_actors._models import (
+    EventBase,
+    SessionCreatedEvent,
+    SessionInfo,
+    SessionRemovedEvent,
+    SessionStatusEvent,
+    SessionTerminatedEvent,
+)
+from hive_actors._reaper import Reaper
+from hive_actors._registry import Registry
+from hive_actors._runtime import ActorPool
+from hive_actors._states import Status, check_transition
+from hive_actors._table import SessionTable
+from hive_actors._timers import Timers
+
+ACTOR_THREADS = 8
+
+
+class HiveCore:
+    def __init__(self, config: HiveConfig, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        config.root.mkdir(parents=True, exist_ok=True)
+        config.sessions_dir.mkdir(parents=True, exist_ok=True)
+        config.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.bus = EventBus()
+        self.registry = Registry(config.registry_path, self.bus.publish)
+        self.table = SessionTable()
+        self.pool = ActorPool(ACTOR_THREADS)
+        self.reaper = Reaper()
+        self.timers = Timers(clock)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.reaper.close()
+        self.timers.close()
+        self.registry.close()
+
+    def register(self, info: SessionInfo) -> None:
+        """Record a newly created session and announce it."""
+        _workspace.write_info(Path(info.working_dir), info)
+        events: list[EventBase] = [
+            SessionCreatedEvent(
+                session_id=info.session_id,
+                at=info.created,
+                task=info.task,
+                priority=info.priority,
+                metadata=info.metadata,
+            ),
+            SessionStatusEvent(session_id=info.session_id, at=info.created, to=info.status),
+        ]
+        self.registry.insert(info, events, lambda: self.table.put(info))
+
+    def commit(
+        self,
+        info: SessionInfo,
+        status: Status,
+        *,
+        reason: str | None = None,
+        detail: str | None = None,
+        extra: list[EventBase] | None = None,
+        recovered: bool = False,
+        **changes: Any,
+    ) -> SessionInfo:
+        """Move a session to ``status`` durably, then announce it; return the new info.
+
+        Raises InvalidTransition (nothing written) if the state table forbids the move.
+        """
+        check_transition(info.session_id, info.status, status)
+        now = self.clock.now()
+        new = info.model_copy(
+            update={"status": status, "updated": now, "reason": reason, "detail": detail} | changes
+        )
+        events: list[EventBase] = [
+            SessionStatusEvent(
+                session_id=info.session_id,
+                at=now,
+                from_=info.status,
+                to=status,
+                reason=reason,
+                detail=detail,
+                exit_code=new.exit_code,
+                pid=new.pid,
+                recovered=recovered,
+            )
+        ]
+        if status is Status.TERMINATED:
+            events.append(
+                SessionTerminatedEvent(
+                    session_id=info.session_id,
+                    at=now,
+                    reason=reason,
+                    detail=detail,
+                    exit_code=new.exit_code,
+                    recovered=recovered,
+                )
+            )
+        return self._write(new, events + (extra or []))
+
+    def note(self, info: SessionInfo, events: list[EventBase], **changes: Any) -> SessionInfo:
+        """Record a change that is not a transition (a restart count, say) with its events."""
+        return self._write(info.model_copy(update={"updated": self.clock.now()} | changes), events)
+
+    def forget(self, info: SessionInfo) -> None:
+        """Delete an ended session from disk and registry, then announce its removal."""
+        _workspace.remove(_workspace.SessionPaths.of_info(info))
+        event = SessionRemovedEvent(session_id=info.session_id, at=self.clock.now())
+        self.registry.delete(info.session_id, [event], lambda: self.table.remove(info.session_id))
+
+    def agent_env(self, info: SessionInfo) -> dict[str, str]:
+        """The agent's environment: ours, the session's extra variables, then HIVE_*."""
+        return {
+            **os.environ,
+            **info.env,
+            "HIVE_SESSION_ID": info.session_id,
+            "HIVE_SESSION_DIR": info.working_dir,
+            "HIVE_OUTPUT_DIR": info.output_dir,
+            "HIVE_TASK": info.task,
+            "HIVE_DB": info.database,
+        }
+
+    def _write(self, new: SessionInfo, events: list[EventBase]) -> SessionInfo:
+        _workspace.write_info(Path(new.working_dir), new)
+        self.registry.update(new, events, lambda: self.table.put(new))
+        return new

@@ -1,0 +1,566 @@
+"""Hive: the in-process client API, and the owner of one supervision tree."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pykka
+import structlog
+from pykka import ThreadingFuture
+
+from hive_actors import _validate, _workspace
+from hive_actors._clock import Clock, SystemClock
+from hive_actors._config import HiveConfig
+from hive_actors._context import CONTEXT_CALLS, Context
+from hive_actors._core import HiveCore
+from hive_actors._events import EventStream, Subscription, async_events
+from hive_actors._manager import SessionManager
+from hive_actors._models import Event, SessionInfo
+from hive_actors._recovery import recover
+from hive_actors._runtime import NotHandled
+from hive_actors._states import NOT_FOUND, SETTLED, TERMINAL, TRANSITIONS, Status
+from hive_actors._supervision import Call
+from hive_actors._supervisor import ContextRequest, StartRequest, TerminateRequest
+from hive_actors.errors import (
+    HiveClosed,
+    HiveError,
+    InvalidConfig,
+    InvalidInput,
+    InvalidTransition,
+    SessionNotFound,
+)
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+_REPLY_TIMEOUT = 60.0
+"""The longest an API call waits for an actor's answer; actors answer in milliseconds."""
+
+
+@dataclass(frozen=True, slots=True)
+class HiveStats:
+    """Counters of one Hive at one moment (``Hive.stats()``)."""
+
+    sessions: int
+    by_status: dict[str, int]
+    live_agents: int
+    runs: int
+    restarts: int
+    subscribers: int
+    actors: int
+    actor_threads: int
+    last_seq: int
+
+
+class Hive:
+    """One supervision tree of agent sessions, with the client API to drive it.
+
+    Use it as a context manager (or call ``close``): closing terminates every running
+    session with its grace period, stops every actor and thread, and closes the registry.
+
+        with Hive(root="/tmp/hive", command=["my-agent", "{task}"]) as hive:
+            session_id = hive.create_session("Build a Rust CLI tool", "high")
+            hive.start_session(session_id)
+            print(hive.wait(session_id))
+
+    Settings not given as arguments come from ``HIVE_*`` environment variables (see
+    ``HiveConfig``); ``clock`` is for tests (``hive_actors.testing.FakeClock``).
+    """
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        *,
+        clock: Clock | None = None,
+        **config: Any,
+    ) -> None:
+        self.config = HiveConfig.load(root=root, **config)
+        self._clock = clock or SystemClock()
+        self._core = HiveCore(self.config, self._clock)
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._cleanup_lock = threading.Lock()
+        self._ended_context_lock = threading.Lock()
+        self._subscriptions: dict[int, Subscription] = {}
+        self._manager = SessionManager.start(self._core)
+        try:
+            recover(self._core, self._start_child)
+        except BaseException:
+            self._shutdown_tree()
+            raise
+
+    # -- lifecycle of the Hive itself -------------------------------------------------------
+
+    def __enter__(self) -> Hive:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @property
+    def root(self) -> Path:
+        return self.config.root
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, grace: float | None = None) -> None:
+        """Terminate every session still running (reason ``shutdown``) and stop the tree.
+
+        Idempotent. Sessions that are created, idle or queued stay as they are, for the
+        next Hive on this root to pick up.
+        """
+        with self._close_lock:
+            if self._closed:
+                return
+            running = [
+                info.session_id
+                for info in self._core.table.all()
+                if info.status in (Status.STARTING, Status.RUNNING, Status.STOPPING)
+            ]
+            grace = self.config.grace_period if grace is None else _grace(grace)
+            for session_id in running:
+                try:
+                    self._terminate(session_id, grace, "shutdown")
+                except HiveError:
+                    log.exception("could not stop session at shutdown", session_id=session_id)
+            for session_id in running:
+                try:
+                    self._core.table.wait_for(
+                        session_id, lambda info: info.status in TERMINAL, grace + 10
+                    )
+                except TimeoutError:
+                    log.error("session did not stop at shutdown", session_id=session_id)
+            self._closed = True
+            for subscription in list(self._subscriptions.values()):
+                subscription.close()
+            self._subscriptions.clear()
+            self._shutdown_tree()
+
+    def _shutdown_tree(self) -> None:
+        with contextlib.suppress(pykka.ActorDeadError):
+            self._manager.stop(block=True, timeout=_REPLY_TIMEOUT)
+        if not self._core.pool.wait_idle(_REPLY_TIMEOUT):
+            log.error("actors still alive at shutdown", count=self._core.pool.live_actors)
+        self._core.close()
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def create_session(
+        self,
+        task: str,
+        priority: str = "medium",
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        command: Iterable[str] | None = None,
+        args: Iterable[str] = (),
+        env: Mapping[str, str] | None = None,
+        role: str | None = None,
+        persistent: bool = False,
+    ) -> str:
+        """Create a session: its UUID, working dir, ``.swarm/memory.db``, output dir and log.
+
+        ``command`` overrides the configured agent command template for this session;
+        ``args`` are appended at every start that gives none; ``env`` adds variables.
+        Returns the new session id. Raises InvalidInput (nothing is created) for bad input.
+        """
+        self._check_open()
+        spec = {
+            "task": _validate.task(task),
+            "priority": _validate.priority(priority),
+            "metadata": _validate.metadata(metadata),
+            "command": self.config.command if command is None else _validate.command(command),
+            "args": _validate.args(args),
+            "env": _validate.env(env),
+            "role": _validate.role(role),
+        }
+        if not isinstance(persistent, bool):
+            raise InvalidInput(f"persistent must be True or False, not {persistent!r}")
+        session_id = _validate.new_session_id()
+        paths = _workspace.SessionPaths.of(self.config, session_id)
+        now = self._clock.now()
+        info = SessionInfo(
+            session_id=session_id,
+            status=Status.CREATED,
+            created=now,
+            updated=now,
+            working_dir=str(paths.working_dir),
+            output_dir=str(paths.output_dir),
+            database=str(paths.database),
+            log_file=str(paths.log_file),
+            persistent=persistent,
+            **spec,
+        )
+        _workspace.create(paths)
+        try:
+            self._ask(self._manager, Call("start_child", (info,), {"new": True}))
+        except BaseException:
+            _workspace.remove(paths)
+            raise
+        return session_id
+
+    def start_session(self, session_id: str, args: Iterable[str] | None = None) -> str:
+        """Start the session's agent; return its status once the spawn was tried.
+
+        That is ``running``, or ``failed`` (reason ``spawn_error``) if the program could
+        not be started. ``args`` replace the session's default extra arguments for this run.
+        Raises InvalidTransition unless the session is ``created`` or ``idle``.
+        """
+        info = self._info(session_id)
+        run_args = info.args if args is None else _validate.args(args)
+        reply: ThreadingFuture[str] = ThreadingFuture()
+        supervisor = self._supervisor(info, Status.STARTING)
+        try:
+            return str(self._tell_and_wait(supervisor, StartRequest(run_args, reply), reply))
+        except pykka.ActorDeadError:
+            raise self._gone(info.session_id, Status.STARTING) from None
+
+    def terminate_session(self, session_id: str, grace: float | None = None) -> str:
+        """Stop a session: SIGTERM to its agent's process group, SIGKILL after ``grace`` s.
+
+        Returns at once with the status: ``stopping`` while the agent is given its grace,
+        ``terminated`` if nothing was running. A session already ended is left as it is
+        and its status returned. ``wait`` blocks until it is over.
+        """
+        session_id = _validate.session_id(session_id)
+        return self._terminate(session_id, None if grace is None else _grace(grace), "requested")
+
+    def _terminate(self, session_id: str, grace: float | None, reason: str) -> str:
+        info = self._info(session_id)
+        if info.status in TERMINAL:
+            return str(info.status)
+        reply: ThreadingFuture[str] = ThreadingFuture()
+        supervisor = self._supervisor(info, Status.TERMINATED)
+        try:
+            return str(
+                self._tell_and_wait(supervisor, TerminateRequest(grace, reason, reply), reply)
+            )
+        except pykka.ActorDeadError:  # it ended meanwhile
+            return self.status(session_id)
+
+    def status(self, session_id: str) -> str:
+        """The session's status word, or ``"not_found"`` for an id no session has."""
+        session_id = _validate.session_id(session_id)
+        info = self._core.table.get(session_id)
+        return NOT_FOUND if info is None else str(info.status)
+
+    def get_session_info(self, session_id: str) -> SessionInfo:
+        """Everything known about a session. Raises SessionNotFound."""
+        return self._info(session_id)
+
+    def list_sessions(self, status: str | None = None) -> list[SessionInfo]:
+        """All sessions (or those with ``status``), oldest first."""
+        if status is not None and status not in Status.__members__.values():
+            raise InvalidInput(
+                f"status {status!r} is not one of {', '.join(s.value for s in Status)}"
+            )
+        infos = self._core.table.all()
+        if status is not None:
+            infos = [info for info in infos if info.status == status]
+        return sorted(infos, key=lambda info: (info.created, info.session_id))
+
+    def output_dir(self, session_id: str) -> str:
+        return self._info(session_id).output_dir
+
+    def log_file(self, session_id: str) -> str:
+        return self._info(session_id).log_file
+
+    def wait(self, session_id: str, timeout: float | None = None) -> str:
+        """Block until the session is settled (completed, failed, terminated or idle).
+
+        Woken by the session's transitions, not by polling. Returns the status; raises
+        TimeoutError after ``timeout`` seconds and SessionNotFound for an unknown id.
+        """
+        session_id = _validate.session_id(session_id)
+        if timeout is not None and not (timeout >= 0 and math.isfinite(timeout)):
+            raise InvalidInput(f"timeout must be a non-negative number of seconds, not {timeout}")
+        try:
+            info = self._core.table.wait_for(
+                session_id, lambda current: current.status in SETTLED, timeout
+            )
+        except TimeoutError:
+            status = self.status(session_id)
+            raise TimeoutError(f"session {session_id} still {status} after {timeout} s") from None
+        if info is None:
+            raise SessionNotFound(session_id)
+        return str(info.status)
+
+    def cleanup(self, max_age_hours: float = 24) -> list[str]:
+        """Remove ended sessions last changed at least ``max_age_hours`` ago.
+
+        Their working dirs, output dirs and logs are deleted and ``session.removed`` is
+        announced; the event journal keeps their history. Returns the removed ids.
+        """
+        self._check_open()
+        if (
+            isinstance(max_age_hours, bool)
+            or not isinstance(max_age_hours, int | float)
+            or not (max_age_hours >= 0 and math.isfinite(max_age_hours))
+        ):
+            raise InvalidInput(f"max_age_hours must be a number >= 0, not {max_age_hours!r}")
+        cutoff = self._clock.now() - timedelta(hours=max_age_hours)
+        removed = []
+        with self._cleanup_lock:
+            for info in self._core.table.all():
+                if info.status in TERMINAL and info.updated <= cutoff:
+                    self._core.forget(info)
+                    removed.append(info.session_id)
+        return removed
+
+    def stats(self) -> HiveStats:
+        infos = self._core.table.all()
+        return HiveStats(
+            sessions=len(infos),
+            by_status=dict(Counter(str(info.status) for info in infos)),
+            live_agents=self._core.reaper.live_count(),
+            runs=sum(info.runs for info in infos),
+            restarts=sum(info.restarts for info in infos),
+            subscribers=self._core.bus.subscriber_count,
+            actors=self._core.pool.live_actors,
+            actor_threads=self._core.pool.thread_count,
+            last_seq=self._core.registry.last_seq,
+        )
+
+    # -- context ----------------------------------------------------------------------------
+
+    def send_message(self, session_id: str, role: str, content: str) -> int:
+        """Add a message to the session's conversation history; return its event's seq."""
+        result: int = self._context_call(session_id, "add_message", role, content)
+        return result
+
+    def context(self, session_id: str) -> SessionContext:
+        """The session's ContextManager calls, bound to its id."""
+        self._info(session_id)
+        return SessionContext(self, _validate.session_id(session_id))
+
+    def _context_call(self, session_id: str, method: str, *args: Any) -> Any:
+        info = self._info(session_id)
+        assert method in CONTEXT_CALLS
+        for _attempt in range(2):
+            supervisor = self._core.table.supervisor(info.session_id)
+            if supervisor is None or info.status in TERMINAL:
+                return self._ended_context_call(info, method, *args)
+            call = Call(method, args)
+            try:
+                return self._tell_and_wait(supervisor, ContextRequest(call), call.reply)
+            except NotHandled:  # its ContextManager was being restarted: send it again
+                info = self._info(session_id)
+            except pykka.ActorDeadError:  # the session ended meanwhile
+                info = self._info(session_id)
+                if info.status not in TERMINAL:
+                    raise HiveError(f"session {session_id}: its supervisor stopped") from None
+        raise HiveError(f"session {session_id}: its context manager keeps failing")
+
+    def _ended_context_call(self, info: SessionInfo, method: str, *args: Any) -> Any:
+        # No actor owns an ended session's context: load it, and serialise the writers here.
+        core = self._core
+        with self._ended_context_lock:
+            context = Context(
+                info.session_id,
+                info.task,
+                Path(info.database),
+                self.config,
+                core.registry,
+                self._clock,
+            ).load()
+            return getattr(context, method)(*args)
+
+    # -- events -----------------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """The seq of the newest journaled event (0 if none)."""
+        return self._core.registry.last_seq
+
+    def subscribe_to_session(
+        self, session_id: str, callback: Callable[[Event], object], since: int | None = None
+    ) -> Subscription:
+        """Call ``callback(event)`` for each event of one session, on a thread of its own.
+
+        With ``since``, journaled events after that seq are delivered first, then live ones,
+        with no gap and no duplicate.
+        """
+        session_id = _validate.session_id(session_id)
+        return self._subscribe(callback, session_id, since)
+
+    def subscribe_to_all_sessions(
+        self, callback: Callable[[Event], object], since: int | None = None
+    ) -> Subscription:
+        """Call ``callback(event)`` for every event of every session (the global topic)."""
+        return self._subscribe(callback, None, since)
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop a subscription; waits briefly for a callback that is running to return."""
+        self._subscriptions.pop(subscription.id, None)
+        subscription.close()
+
+    def events(
+        self,
+        session_id: str | None = None,
+        since: int | None = None,
+        *,
+        follow: bool = False,
+        timeout: float | None = None,
+    ) -> EventStream:
+        """Journaled events after ``since`` (default: all), oldest first, as an iterator.
+
+        With ``follow`` it goes on with live events until closed, or until ``timeout``
+        seconds pass without one.
+        """
+        self._check_open()
+        return EventStream(
+            self._core.bus,
+            self._core.registry,
+            None if session_id is None else _validate.session_id(session_id),
+            _since(since),
+            follow,
+            timeout,
+        )
+
+    def aevents(
+        self, session_id: str | None = None, since: int | None = None, *, follow: bool = False
+    ) -> AsyncIterator[Event]:
+        """The async twin of ``events``: ``async for event in hive.aevents(...)``."""
+        self._check_open()
+        return async_events(
+            self._core.bus,
+            self._core.registry,
+            None if session_id is None else _validate.session_id(session_id),
+            _since(since),
+            follow,
+        )
+
+    def _subscribe(
+        self, callback: Callable[[Event], object], session_id: str | None, since: int | None
+    ) -> Subscription:
+        self._check_open()
+        if not callable(callback):
+            raise InvalidInput(f"callback must be callable, not {callback!r}")
+        subscription = Subscription(
+            self._core.bus,
+            self._core.registry,
+            callback,
+            session_id,
+            None if since is None else _since(since),
+        )
+        self._subscriptions[subscription.id] = subscription
+        return subscription
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HiveClosed
+
+    def _info(self, session_id: str) -> SessionInfo:
+        self._check_open()
+        session_id = _validate.session_id(session_id)
+        info = self._core.table.get(session_id)
+        if info is None:
+            raise SessionNotFound(session_id)
+        return info
+
+    def _supervisor(self, info: SessionInfo, target: Status) -> pykka.ActorRef[Any]:
+        supervisor = self._core.table.supervisor(info.session_id)
+        if supervisor is None:  # the session ended; its subtree is gone
+            raise self._gone(info.session_id, target)
+        return supervisor
+
+    def _gone(self, session_id: str, target: Status) -> HiveError:
+        info = self._core.table.get(session_id)
+        if info is None:
+            return SessionNotFound(session_id)
+        return InvalidTransition(session_id, info.status, target, TRANSITIONS[info.status])
+
+    def _start_child(self, info: SessionInfo) -> None:
+        self._ask(self._manager, Call("start_child", (info,), {"new": False}))
+
+    def _ask(self, actor: pykka.ActorRef[Any], call: Call) -> Any:
+        return self._tell_and_wait(actor, call, call.reply)
+
+    def _tell_and_wait(self, actor: pykka.ActorRef[Any], message: Any, reply: Any) -> Any:
+        """Send ``message`` and wait for its reply future; ActorDeadError if the actor died."""
+        actor.tell(message)
+        try:
+            return reply.get(timeout=_REPLY_TIMEOUT)
+        except pykka.Timeout:
+            raise HiveError(f"{actor} did not answer within {_REPLY_TIMEOUT} s") from None
+
+
+class SessionContext:
+    """A session's ContextManager, seen from outside: ``hive.context(session_id)``."""
+
+    def __init__(self, hive: Hive, session_id: str) -> None:
+        self._hive = hive
+        self.session_id = session_id
+
+    def _call(self, method: str, *args: Any) -> Any:
+        return self._hive._context_call(self.session_id, method, *args)
+
+    def add_message(self, role: str, content: str) -> int:
+        """Append to the conversation (the oldest go beyond ``max_history``); return its seq."""
+        result: int = self._call("add_message", role, content)
+        return result
+
+    def history(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The last ``limit`` messages (all if None), oldest first."""
+        result: list[dict[str, Any]] = self._call("history", limit)
+        return result
+
+    def clear_history(self) -> int:
+        """Forget the conversation; return how many messages were dropped."""
+        result: int = self._call("clear_history")
+        return result
+
+    def add_file(self, path: str) -> list[str]:
+        """Mark a file (relative to the working dir) active; return the active files."""
+        result: list[str] = self._call("add_file", path)
+        return result
+
+    def remove_file(self, path: str) -> bool:
+        result: bool = self._call("remove_file", path)
+        return result
+
+    def active_files(self) -> list[str]:
+        result: list[str] = self._call("active_files")
+        return result
+
+    def update_file_index(self, path: str, info: dict[str, Any]) -> None:
+        self._call("update_file_index", path, info)
+
+    def file_index(self) -> dict[str, dict[str, Any]]:
+        result: dict[str, dict[str, Any]] = self._call("file_index")
+        return result
+
+    def build_context(self, budget: int | None = None) -> dict[str, Any]:
+        """History, active files and index in one dict whose JSON fits ``budget`` chars."""
+        result: dict[str, Any] = self._call("build_context", budget)
+        return result
+
+
+def _grace(value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (0 <= value <= 3600 and math.isfinite(value))
+    ):
+        raise InvalidConfig(f"grace must be a number of seconds from 0 to 3600, not {value!r}")
+    return float(value)
+
+
+def _since(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"since must be an event seq (an integer >= 0), not {value!r}")
+    return value

@@ -1,0 +1,78 @@
+"""SessionManager: the root of the tree, one SessionSupervisor per live session (one_for_one).
+
+It starts a supervisor for each new or recovered session and forgets it when the session
+ends. A supervisor that dies fails its own session, reason ``supervisor_crash``; no other
+session is touched. The manager never waits on a supervisor: it only tells.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import pykka
+import structlog
+
+from hive_actors._core import HiveCore
+from hive_actors._models import SessionInfo
+from hive_actors._runtime import PooledActor
+from hive_actors._states import TERMINAL, Status
+from hive_actors._supervision import Call, ChildFailed, answer
+from hive_actors._supervisor import SessionEnded, SessionSupervisor
+
+log = structlog.get_logger(__name__)
+
+
+class SessionManager(PooledActor):
+    calls = frozenset({"start_child", "which_children"})
+
+    def __init__(self, core: HiveCore) -> None:
+        super().__init__(core.pool)
+        self._core = core
+        self._children: dict[str, pykka.ActorRef[Any]] = {}
+        self._by_urn: dict[str, str] = {}
+
+    def on_receive(self, message: Any) -> Any:
+        match message:
+            case Call():
+                answer(message, self, self.calls)
+            case SessionEnded(session_id):
+                self._forget(session_id)
+            case ChildFailed(_, urn, detail) if urn in self._by_urn:
+                self._on_supervisor_failed(self._by_urn[urn], detail)
+            case _:
+                return super().on_receive(message)
+        return None
+
+    def on_stop(self) -> None:
+        for ref in self._children.values():
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.stop(block=False)
+
+    def start_child(self, info: SessionInfo, *, new: bool) -> None:
+        """Start the supervisor of a session; ``new`` sessions are registered first."""
+        if new:
+            self._core.register(info)
+        ref = SessionSupervisor.start(self._core.pool, self.actor_ref, self._core, info)
+        self._children[info.session_id] = ref
+        self._by_urn[ref.actor_urn] = info.session_id
+        self._core.table.set_supervisor(info.session_id, ref)
+
+    def which_children(self) -> list[str]:
+        """The ids of the sessions that have a live supervisor."""
+        return list(self._children)
+
+    def _forget(self, session_id: str) -> pykka.ActorRef[Any] | None:
+        ref = self._children.pop(session_id, None)
+        if ref is not None:
+            self._by_urn.pop(ref.actor_urn, None)
+            self._core.table.set_supervisor(session_id, None)
+        return ref
+
+    def _on_supervisor_failed(self, session_id: str, detail: str) -> None:
+        self._forget(session_id)
+        info = self._core.table.get(session_id)
+        if info is None or info.status in TERMINAL:
+            return
+        log.error("session supervisor crashed", session_id=session_id, detail=detail)
+        self._core.commit(info, Status.FAILED, reason="supervisor_crash", detail=detail, pid=None)

@@ -1,0 +1,141 @@
+"""The data users see: session metadata and lifecycle events (pydantic models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter
+
+from hive_actors._states import TERMINAL, Status
+
+Timestamp = Annotated[datetime, PlainSerializer(lambda moment: moment.isoformat(), return_type=str)]
+
+
+class SessionInfo(BaseModel):
+    """Everything known about one session; what ``get`` returns and session.json holds.
+
+    ``runs`` counts agent processes started; ``restarts`` counts every restart the session's
+    supervision did (of its child actors, and of its agent under a restart policy).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    session_id: str
+    task: str
+    priority: Literal["high", "medium", "low"]
+    status: Status
+    created: Timestamp
+    updated: Timestamp
+    working_dir: str
+    output_dir: str
+    database: str
+    log_file: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    pid: int | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    """Why the session reached its status, as a word: ``exited``, ``exit_code``,
+    ``spawn_error``, ``requested``, ``shutdown``, ``restart_intensity``, ``lost``..."""
+    detail: str | None = None
+    """The same for people: "exited with code 3", the spawn error's text, ..."""
+    runs: int = 0
+    restarts: int = 0
+    role: str | None = None
+    persistent: bool = False
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON form (what session.json, ``hivectl get`` and HTTP show)."""
+        return self.model_dump(mode="json")
+
+
+class EventBase(BaseModel):
+    """Fields every event has; see the subclasses for each type's own."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    seq: int = 0
+    """Global, strictly increasing; assigned when the event is journaled."""
+    session_id: str
+    at: Timestamp
+    recovered: bool = False
+    """True for events a restarted Hive emits about what happened while it was down."""
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class SessionCreatedEvent(EventBase):
+    type: Literal["session.created"] = "session.created"
+    task: str
+    priority: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionStatusEvent(EventBase):
+    type: Literal["session.status"] = "session.status"
+    from_: Status | None = Field(default=None, alias="from")
+    to: Status
+    reason: str | None = None
+    detail: str | None = None
+    exit_code: int | None = None
+    pid: int | None = None
+
+
+class SessionTerminatedEvent(EventBase):
+    type: Literal["session.terminated"] = "session.terminated"
+    reason: str | None = None
+    detail: str | None = None
+    exit_code: int | None = None
+
+
+class SessionRestartEvent(EventBase):
+    """A child actor of the session died and was restarted (the agent kept running)."""
+
+    type: Literal["session.restart"] = "session.restart"
+    child: str
+    detail: str
+    restarts: int
+
+
+class SessionRemovedEvent(EventBase):
+    type: Literal["session.removed"] = "session.removed"
+
+
+class ContextMessageEvent(EventBase):
+    type: Literal["context.message"] = "context.message"
+    role: str
+    content: str
+
+
+Event = Annotated[
+    SessionCreatedEvent
+    | SessionStatusEvent
+    | SessionTerminatedEvent
+    | SessionRestartEvent
+    | SessionRemovedEvent
+    | ContextMessageEvent,
+    Field(discriminator="type"),
+]
+EVENT_TYPES: tuple[str, ...] = (
+    "session.created",
+    "session.status",
+    "session.terminated",
+    "session.restart",
+    "session.removed",
+    "context.message",
+)
+
+_EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(data: dict[str, Any]) -> Event:
+    """Rebuild an event from its JSON form (as journaled or sent over the wire)."""
+    return _EVENT_ADAPTER.validate_python(data)

@@ -1,0 +1,85 @@
+"""One thread that notices every agent's exit, for all sessions at once.
+
+Each live agent costs one pidfd in one epoll set: no thread per process, no polling, and the
+exit is seen the moment it happens. The reaper is also the table of live agents by session,
+which is how a restarted ProcessRunner finds the agent it must re-attach to.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+from collections.abc import Callable
+
+import structlog
+
+from hive_actors._process import AgentProcess
+
+log = structlog.get_logger(__name__)
+
+ExitCallback = Callable[[AgentProcess, int], None]
+
+
+class Reaper:
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._epoll.register(self._wake_read, select.EPOLLIN)
+        self._lock = threading.Lock()
+        self._by_fd: dict[int, tuple[AgentProcess, ExitCallback]] = {}
+        self._by_session: dict[str, AgentProcess] = {}
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="hive-reaper", daemon=True)
+        self._thread.start()
+
+    def watch(self, process: AgentProcess, on_exit: ExitCallback) -> None:
+        """Call ``on_exit(process, returncode)`` from the reaper thread once it has exited."""
+        fd = os.pidfd_open(process.pid)
+        with self._lock:
+            self._by_fd[fd] = (process, on_exit)
+            self._by_session[process.session_id] = process
+        self._epoll.register(fd, select.EPOLLIN)
+
+    def find(self, session_id: str) -> AgentProcess | None:
+        """The live (not yet reaped) agent of a session, if any."""
+        with self._lock:
+            return self._by_session.get(session_id)
+
+    def live_count(self) -> int:
+        with self._lock:
+            return len(self._by_session)
+
+    def close(self) -> None:
+        self._closed = True
+        os.write(self._wake_write, b"x")
+        self._thread.join(5)
+        with self._lock:
+            for fd in self._by_fd:
+                os.close(fd)
+            self._by_fd.clear()
+            self._by_session.clear()
+        self._epoll.close()
+        os.close(self._wake_read)
+        os.close(self._wake_write)
+
+    def _run(self) -> None:
+        while not self._closed:
+            for fd, _mask in self._epoll.poll():
+                if fd == self._wake_read:
+                    continue
+                self._exited(fd)
+
+    def _exited(self, fd: int) -> None:
+        self._epoll.unregister(fd)
+        os.close(fd)
+        with self._lock:
+            process, on_exit = self._by_fd.pop(fd)
+        returncode = process.reap()
+        with self._lock:
+            if self._by_session.get(process.session_id) is process:
+                del self._by_session[process.session_id]
+        try:
+            on_exit(process, returncode)
+        except Exception:
+            log.exception("exit callback failed", session_id=process.session_id)

@@ -1,0 +1,215 @@
+"""The durable registry: every session and the journal of every event, in one SQLite file.
+
+Each change is one transaction that updates the session row and appends its events; the
+events are handed to ``publish`` only after the commit, and under the same lock, so the
+order subscribers see is the journal's ``seq`` order and nothing is announced that a crash
+could take back. WAL with ``synchronous=NORMAL`` survives a crash of this process (the
+case that matters: the daemon dying); only a power loss can drop the last commits.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hive_actors._models import Event, EventBase, SessionInfo, parse_event
+from hive_actors.errors import CorruptState
+
+SCHEMA_VERSION = 1
+_PAGE = 1000
+_BUSY_TIMEOUT_MS = 30_000
+"""How long a write waits for a lock held by another process before it fails."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    status     TEXT NOT NULL,
+    created    TEXT NOT NULL,
+    updated    TEXT NOT NULL,
+    info       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    body       TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_session ON events (session_id, seq);
+"""
+
+E = TypeVar("E", bound=EventBase)
+Hook = Callable[[], None] | None
+T = TypeVar("T")
+
+
+def connect_wal(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) an SQLite file in WAL mode, shared by the threads that lock it."""
+    connection = sqlite3.connect(
+        path, check_same_thread=False, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000
+    )
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    return connection
+
+
+class Registry:
+    """Sessions and the event journal; thread-safe; every write is one transaction."""
+
+    def __init__(self, path: Path, publish: Callable[[EventBase], None]) -> None:
+        self._path = path
+        self._publish = publish
+        self._lock = threading.Lock()
+        try:
+            self._db = connect_wal(path)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise CorruptState(
+                    f"{path} has schema version {version}; this hive_actors reads up to "
+                    f"{SCHEMA_VERSION}: upgrade hive_actors to open it"
+                )
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            row = self._db.execute("SELECT max(seq) FROM events").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise CorruptState(
+                f"{path} is not a readable hive registry ({exc}); restore it from a backup "
+                "or move it aside to start with an empty registry"
+            ) from exc
+        self._last_seq: int = row[0] or 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    def insert(self, info: SessionInfo, events: Sequence[E], committed: Hook = None) -> list[E]:
+        """Add a new session with its first events; return the events with their seq.
+
+        ``committed`` runs after the commit and before the events are published.
+        """
+        return self._write(
+            "INSERT INTO sessions (session_id, status, created, updated, info) "
+            "VALUES (:session_id, :status, :created, :updated, :info)",
+            _row(info),
+            events,
+            committed,
+        )
+
+    def update(self, info: SessionInfo, events: Sequence[E], committed: Hook = None) -> list[E]:
+        """Replace a session's row and append the events that explain the change."""
+        return self._write(
+            "UPDATE sessions SET status=:status, updated=:updated, info=:info "
+            "WHERE session_id=:session_id",
+            _row(info),
+            events,
+            committed,
+        )
+
+    def delete(self, session_id: str, events: Sequence[E], committed: Hook = None) -> list[E]:
+        """Forget a session (its journal stays); append the events that say so."""
+        return self._write(
+            "DELETE FROM sessions WHERE session_id=:session_id",
+            {"session_id": session_id},
+            events,
+            committed,
+        )
+
+    def append(self, events: Sequence[E]) -> list[E]:
+        """Journal events that change no session row (context messages)."""
+        return self._write(None, {}, events)
+
+    def attach(self, connect: Callable[[], T]) -> tuple[T, int]:
+        """Run ``connect`` between two commits; return its result and the last seq before it.
+
+        A subscriber connected here sees live every event after that seq and can replay
+        everything up to it from the journal: no gap, no duplicate.
+        """
+        with self._lock:
+            return connect(), self._last_seq
+
+    def sessions(self) -> list[SessionInfo]:
+        with self._lock:
+            rows = self._db.execute("SELECT session_id, info FROM sessions").fetchall()
+        infos = []
+        for session_id, info in rows:
+            try:
+                infos.append(SessionInfo.model_validate_json(info))
+            except ValueError as exc:
+                raise CorruptState(
+                    f"{self._path}: the row of session {session_id} cannot be read ({exc})"
+                ) from exc
+        return infos
+
+    def events(
+        self, since: int = 0, session_id: str | None = None, until: int | None = None
+    ) -> Iterator[Event]:
+        """Journaled events with ``since < seq <= until``, oldest first, read page by page."""
+        until = self._last_seq if until is None else until
+        cursor = since
+        while cursor < until:
+            query = "SELECT seq, body FROM events WHERE seq > ? AND seq <= ?"
+            params: list[Any] = [cursor, until]
+            if session_id is not None:
+                query += " AND session_id = ?"
+                params.append(session_id)
+            query += f" ORDER BY seq LIMIT {_PAGE}"
+            with self._lock:
+                rows = self._db.execute(query, params).fetchall()
+            if not rows:
+                return
+            for seq, body in rows:
+                yield parse_event({**json.loads(body), "seq": seq})
+            cursor = rows[-1][0]
+
+    def _write(
+        self,
+        statement: str | None,
+        params: dict[str, Any],
+        events: Sequence[E],
+        committed: Hook = None,
+    ) -> list[E]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                if statement is not None:
+                    self._db.execute(statement, params)
+                stamped: list[E] = []
+                for event in events:
+                    body = event.to_json_dict()
+                    body.pop("seq")
+                    seq = self._db.execute(
+                        "INSERT INTO events (session_id, type, body) VALUES (?, ?, ?)",
+                        (event.session_id, body["type"], json.dumps(body, ensure_ascii=False)),
+                    ).lastrowid
+                    assert seq is not None
+                    stamped.append(event.model_copy(update={"seq": seq}))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            if stamped:
+                self._last_seq = stamped[-1].seq
+            if committed is not None:
+                committed()
+            for event in stamped:
+                self._publish(event)
+            return stamped
+
+
+def _row(info: SessionInfo) -> dict[str, Any]:
+    return {
+        "session_id": info.session_id,
+        "status": str(info.status),
+        "created": info.created.isoformat(),
+        "updated": info.updated.isoformat(),
+        "info": info.model_dump_json(),
+    }

@@ -1,0 +1,115 @@
+"""ProcessRunner: the actor that starts and stops a session's agent process.
+
+It holds no process state of its own: live agents are in the shared Reaper's table, so a
+restarted runner re-attaches to the agent its predecessor started instead of killing it.
+Exits are seen by the Reaper and told straight to the session's supervisor.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pykka
+import structlog
+
+from hive_actors._process import AgentProcess
+from hive_actors._reaper import Reaper
+from hive_actors._runtime import ActorPool
+from hive_actors._supervision import Child
+from hive_actors._timers import Timers
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn:
+    run: int
+    argv: tuple[str, ...]
+    env: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    grace: float
+
+
+@dataclass(frozen=True, slots=True)
+class Spawned:
+    run: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnFailed:
+    run: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Exited:
+    run: int
+    returncode: int
+
+
+class ProcessRunner(Child):
+    child_name = "runner"
+
+    def __init__(
+        self,
+        pool: ActorPool,
+        parent: pykka.ActorRef[Any],
+        session_id: str,
+        working_dir: Path,
+        log_file: Path,
+        reaper: Reaper,
+        timers: Timers,
+    ) -> None:
+        super().__init__(pool, parent)
+        self._session_id = session_id
+        self._working_dir = working_dir
+        self._log_file = log_file
+        self._reaper = reaper
+        self._timers = timers
+
+    def on_start(self) -> None:
+        process = self._reaper.find(self._session_id)
+        if process is not None:
+            log.info("runner re-attached", session_id=self._session_id, pid=process.pid)
+
+    def handle(self, message: Any) -> Any:
+        if isinstance(message, Spawn):
+            self._spawn(message)
+        elif isinstance(message, Stop):
+            process = self._reaper.find(self._session_id)
+            if process is not None:
+                process.stop(message.grace, self._timers)
+        else:
+            super().handle(message)
+
+    def _spawn(self, message: Spawn) -> None:
+        try:
+            process = AgentProcess.spawn(
+                self._session_id,
+                message.run,
+                message.argv,
+                self._working_dir,
+                message.env,
+                self._log_file,
+            )
+        except OSError as exc:
+            detail = f"cannot start {message.argv[0]!r}: {exc.strerror or exc}"
+            self._parent.tell(SpawnFailed(message.run, detail))
+            return
+        # Told before the reaper watches, so the supervisor always hears Spawned first.
+        parent = self._parent
+        parent.tell(Spawned(message.run, process.pid))
+        try:
+            self._reaper.watch(process, lambda done, code: parent.tell(Exited(done.run, code)))
+        except OSError:
+            # Unwatched, its exit would go unnoticed: end it now rather than lose track.
+            log.exception("cannot watch agent; killing it", session_id=self._session_id)
+            process.signal_group(signal.SIGKILL)
+            parent.tell(Exited(message.run, process.reap()))

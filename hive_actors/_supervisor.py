@@ -1,0 +1,351 @@
+"""SessionSupervisor: one per session; owns its ContextManager and ProcessRunner.
+
+It is the only actor that changes its session's status, so the session's transitions (and
+their events) happen in the order it decides them. It restarts a failed child (one_for_one)
+within the session's restart intensity; past it, the session fails with reason
+``restart_intensity`` and no other session notices.
+
+Message flow (every arrow is a ``tell``; nothing here ever waits on a reply):
+
+    Hive ──StartRequest/TerminateRequest/ContextRequest──▶ SessionSupervisor
+    SessionSupervisor ──Spawn/Stop──▶ ProcessRunner ──Spawned/SpawnFailed──▶ SessionSupervisor
+    Reaper thread ──Exited──▶ SessionSupervisor
+    SessionSupervisor ──Call (forwarded)──▶ ContextManager ──▶ caller's reply future
+    any child ──ChildFailed──▶ SessionSupervisor ──SessionEnded/ChildFailed──▶ SessionManager
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pykka
+import structlog
+from pykka import ThreadingFuture
+
+from hive_actors._context import Context, ContextManager
+from hive_actors._core import HiveCore
+from hive_actors._models import SessionInfo, SessionRestartEvent
+from hive_actors._process import build_argv, describe_exit, exit_code_of
+from hive_actors._runner import Exited, ProcessRunner, Spawn, Spawned, SpawnFailed, Stop
+from hive_actors._runtime import ActorPool
+from hive_actors._states import TERMINAL, TRANSITIONS, Status
+from hive_actors._supervision import Call, Child, ChildFailed, InjectCrash, RestartIntensity
+from hive_actors.errors import HiveError, InvalidTransition, RestartIntensityExceeded
+
+log = structlog.get_logger(__name__)
+
+STARTABLE = frozenset({Status.CREATED, Status.IDLE})
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    args: tuple[str, ...]
+    reply: ThreadingFuture[str]
+
+
+@dataclass(frozen=True, slots=True)
+class TerminateRequest:
+    grace: float | None
+    reason: str
+    reply: ThreadingFuture[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ContextRequest:
+    call: Call
+
+    @property
+    def reply(self) -> ThreadingFuture[Any]:
+        return self.call.reply
+
+
+@dataclass(frozen=True, slots=True)
+class CrashChild:
+    """Fault injection (hive_actors.testing.inject_crash): a child dies of ``error``.
+
+    ``reply`` is settled once the supervisor has dealt with that death.
+    """
+
+    child: str
+    error: BaseException
+    reply: ThreadingFuture[None]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    """Told to the manager when a session reached a terminal state and its subtree stopped."""
+
+    session_id: str
+
+
+@dataclass(slots=True)
+class _Stopping:
+    outcome: Status
+    reason: str
+    detail: str | None
+
+
+class SessionSupervisor(Child):
+    child_name = "session"
+
+    def __init__(
+        self, pool: ActorPool, parent: pykka.ActorRef[Any], core: HiveCore, info: SessionInfo
+    ) -> None:
+        super().__init__(pool, parent)
+        self._core = core
+        self._info = info
+        config = core.config
+        self._intensity = RestartIntensity(config.max_restarts, config.restart_window, core.clock)
+        self._children: dict[str, pykka.ActorRef[Any]] = {}
+        self._pending: list[ThreadingFuture[str]] = []
+        self._stopping: _Stopping | None = None
+        self._gave_up = False
+        self._crash_acks: dict[str, list[ThreadingFuture[None]]] = {}
+
+    @property
+    def _id(self) -> str:
+        return self._info.session_id
+
+    def on_start(self) -> None:
+        self._start_child("context")
+        self._start_child("runner")
+
+    def on_stop(self) -> None:
+        self._stop_children()
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # The manager fails the session; leave no child actor and no agent behind.
+        self._stop_children()
+        process = self._core.reaper.find(self._id)
+        if process is not None:
+            process.signal_group(signal.SIGKILL)
+        super().on_failure(exception_type, exception_value, traceback)
+
+    def handle(self, message: Any) -> Any:
+        match message:
+            case StartRequest():
+                self._on_start_request(message)
+            case TerminateRequest():
+                self._on_terminate_request(message)
+            case ContextRequest(call):
+                context = self._child("context")
+                if context.is_alive():
+                    context.tell(call)
+                else:
+                    error = HiveError(f"session {self._id} is failing; its context is unavailable")
+                    call.reply.set_exception((HiveError, error, None))
+            case Spawned(run, pid) if run == self._info.runs:
+                self._on_spawned(pid)
+            case SpawnFailed(run, detail) if run == self._info.runs:
+                self._on_spawn_failed(detail)
+            case Exited(run, returncode) if run == self._info.runs:
+                self._on_exited(returncode)
+            case Spawned() | SpawnFailed() | Exited():
+                log.debug("stale message from an earlier run", session_id=self._id, msg=message)
+            case CrashChild(name, error, reply):
+                self._crash_acks.setdefault(name, []).append(reply)
+                with contextlib.suppress(pykka.ActorDeadError):
+                    self._children[name].tell(InjectCrash(error))
+            case ChildFailed(name, urn, detail):
+                ref = self._children.get(name)
+                if ref is not None and ref.actor_urn == urn:
+                    self._on_child_failed(name, detail)
+            case _:
+                super().handle(message)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _on_start_request(self, request: StartRequest) -> None:
+        info = self._info
+        if info.status not in STARTABLE:
+            allowed = TRANSITIONS[info.status] - {Status.STARTING}
+            error = InvalidTransition(self._id, info.status, Status.STARTING, allowed)
+            request.reply.set_exception((InvalidTransition, error, None))
+            return
+        run = info.runs + 1
+        argv = tuple(build_argv(info.command, info.task, request.args))
+        self._info = self._core.commit(
+            info, Status.STARTING, reason="start", runs=run, args=request.args, pid=None
+        )
+        self._pending.append(request.reply)
+        self._child("runner").tell(Spawn(run, argv, self._core.agent_env(self._info)))
+
+    def _on_terminate_request(self, request: TerminateRequest) -> None:
+        grace = self._core.config.grace_period if request.grace is None else request.grace
+        status = self._info.status
+        if status in (Status.STARTING, Status.RUNNING):
+            self._begin_stop(Status.TERMINATED, request.reason, None, grace)
+        elif status is Status.STOPPING:
+            self._signal_stop(grace)
+        elif status not in TERMINAL:
+            self._finish(Status.TERMINATED, request.reason, None)
+        request.reply.set(str(self._info.status))
+
+    # -- the agent's run --------------------------------------------------------------------
+
+    def _on_spawned(self, pid: int) -> None:
+        if self._info.status is Status.STARTING:
+            self._info = self._core.commit(self._info, Status.RUNNING, reason="spawned", pid=pid)
+        self._settle_pending()
+
+    def _on_spawn_failed(self, detail: str) -> None:
+        if self._stopping is not None:
+            self._finish(self._stopping.outcome, self._stopping.reason, detail)
+        elif self._info.status is Status.STARTING:
+            self._finish(Status.FAILED, "spawn_error", detail)
+
+    def _on_exited(self, returncode: int) -> None:
+        if self._info.status is Status.STARTING:  # cannot happen: Spawned is told first
+            log.warning("exit before spawn was confirmed", session_id=self._id)
+            self._info = self._core.commit(self._info, Status.RUNNING, reason="spawned")
+        code = exit_code_of(returncode)
+        detail = describe_exit(returncode)
+        if self._stopping is not None:
+            stop = self._stopping
+            self._finish(stop.outcome, stop.reason, stop.detail or detail, exit_code=code)
+        elif returncode == 0 and self._info.persistent:
+            self._info = self._core.commit(
+                self._info, Status.IDLE, reason="exited", detail=detail, exit_code=0, pid=None
+            )
+            self._settle_pending()
+        elif returncode == 0:
+            self._finish(Status.COMPLETED, "exited", detail, exit_code=0)
+        else:
+            reason = "signal" if returncode < 0 else "exit_code"
+            self._finish(Status.FAILED, reason, detail, exit_code=code)
+
+    def _begin_stop(self, outcome: Status, reason: str, detail: str | None, grace: float) -> None:
+        self._stopping = _Stopping(outcome, reason, detail)
+        self._info = self._core.commit(self._info, Status.STOPPING, reason=reason, detail=detail)
+        self._signal_stop(grace)
+
+    def _signal_stop(self, grace: float) -> None:
+        runner = self._children.get("runner")
+        if runner is not None and runner.is_alive():
+            runner.tell(Stop(grace))  # after any Spawn still queued there
+            return
+        process = self._core.reaper.find(self._id)
+        if process is not None:
+            process.stop(grace, self._core.timers)
+        elif self._stopping is not None:
+            # No runner and no process: a queued Spawn died with its runner; nothing runs.
+            self._finish(self._stopping.outcome, self._stopping.reason, self._stopping.detail)
+
+    def _finish(self, status: Status, reason: str, detail: str | None, **changes: Any) -> None:
+        """Reach ``status``; if it is terminal, shut this session's subtree down."""
+        self._info = self._core.commit(
+            self._info, status, reason=reason, detail=detail, pid=None, **changes
+        )
+        self._settle_pending()
+        if status in TERMINAL:
+            self._stop_children()
+            self._parent.tell(SessionEnded(self._id))
+            self.stop()
+
+    def _settle_pending(self) -> None:
+        for reply in self._pending:
+            reply.set(str(self._info.status))
+        self._pending.clear()
+
+    # -- children ---------------------------------------------------------------------------
+
+    def _start_child(self, name: str) -> pykka.ActorRef[Any]:
+        core, info = self._core, self._info
+        if name == "context":
+            context = Context(
+                info.session_id,
+                info.task,
+                Path(info.database),
+                core.config,
+                core.registry,
+                core.clock,
+            )
+            ref: pykka.ActorRef[Any] = ContextManager.start(core.pool, self.actor_ref, context)
+        else:
+            ref = ProcessRunner.start(
+                core.pool,
+                self.actor_ref,
+                info.session_id,
+                Path(info.working_dir),
+                Path(info.log_file),
+                core.reaper,
+                core.timers,
+            )
+        self._children[name] = ref
+        return ref
+
+    def _child(self, name: str) -> pykka.ActorRef[Any]:
+        """A live child; one found dead (its ChildFailed still queued) is restarted now."""
+        ref = self._children[name]
+        if not ref.is_alive():
+            self._on_child_failed(name, "found dead")
+        return self._children[name]
+
+    def _on_child_failed(self, name: str, detail: str) -> None:
+        try:
+            self._restart_child(name, detail)
+        finally:
+            for reply in self._crash_acks.pop(name, []):
+                reply.set(None)
+
+    def _restart_child(self, name: str, detail: str) -> None:
+        failures = self._intensity.record()
+        if self._gave_up:
+            return
+        if self._intensity.exceeded(failures):
+            self._gave_up = True
+            error = RestartIntensityExceeded(
+                self._id, failures, self._intensity.window, self._intensity.limit, name
+            )
+            log.error("restart intensity exceeded", session_id=self._id, detail=str(error))
+            self._fail_session("restart_intensity", str(error))
+            return
+        self._start_child(name)
+        restarts = self._info.restarts + 1
+        event = SessionRestartEvent(
+            session_id=self._id,
+            at=self._core.clock.now(),
+            child=name,
+            detail=detail,
+            restarts=restarts,
+        )
+        self._info = self._core.note(self._info, [event], restarts=restarts)
+        log.warning("child restarted", session_id=self._id, child=name, detail=detail)
+        if name == "runner":
+            self._resume_spawn()
+
+    def _resume_spawn(self) -> None:
+        """Re-send a Spawn that died queued in a failed runner (Spawned never came)."""
+        info = self._info
+        if (
+            info.status is Status.STARTING
+            and self._stopping is None
+            and self._core.reaper.find(self._id) is None
+        ):
+            argv = tuple(build_argv(info.command, info.task, info.args))
+            self._children["runner"].tell(Spawn(info.runs, argv, self._core.agent_env(info)))
+
+    def _fail_session(self, reason: str, detail: str) -> None:
+        status = self._info.status
+        if status in (Status.STARTING, Status.RUNNING):
+            self._begin_stop(Status.FAILED, reason, detail, self._core.config.grace_period)
+        elif status is Status.STOPPING:
+            self._stopping = _Stopping(Status.FAILED, reason, detail)
+            self._signal_stop(self._core.config.grace_period)
+        elif status not in TERMINAL:
+            self._finish(Status.FAILED, reason, detail)
+
+    def _stop_children(self) -> None:
+        for ref in self._children.values():
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.stop(block=False)

@@ -1,0 +1,84 @@
+"""Deadlines for every session on one thread: grace periods now, backoff and timeouts later.
+
+Time comes from the injected Clock, so a test moves a fake clock and the due callbacks run
+at once, with no sleeping.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from hive_actors._clock import Clock
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(order=True)
+class TimerHandle:
+    deadline: float
+    order: int
+    callback: Callable[[], object] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Timers:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._heap: list[TimerHandle] = []
+        self._order = itertools.count()
+        self._condition = threading.Condition()
+        self._closed = False
+        clock.on_advance(self._wake)
+        self._thread = threading.Thread(target=self._run, name="hive-timers", daemon=True)
+        self._thread.start()
+
+    def call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle:
+        """Run ``callback`` on the timer thread ``delay`` seconds from now (clock time)."""
+        handle = TimerHandle(self._clock.monotonic() + delay, next(self._order), callback)
+        with self._condition:
+            heapq.heappush(self._heap, handle)
+            self._condition.notify()
+        return handle
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify()
+        self._thread.join(5)
+
+    def _wake(self) -> None:
+        with self._condition:
+            self._condition.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                due = self._next_due()
+                while due is None:
+                    if self._closed:
+                        return
+                    timeout = (
+                        self._clock.wait_timeout(self._heap[0].deadline) if self._heap else None
+                    )
+                    self._condition.wait(timeout)
+                    due = self._next_due()
+            try:
+                due.callback()
+            except Exception:
+                log.exception("timer callback failed")
+
+    def _next_due(self) -> TimerHandle | None:
+        while self._heap and self._heap[0].cancelled:
+            heapq.heappop(self._heap)
+        if self._heap and self._heap[0].deadline <= self._clock.monotonic():
+            return heapq.heappop(self._heap)
+        return None

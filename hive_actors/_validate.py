@@ -1,0 +1,166 @@
+"""Checks on everything a caller hands us, run before anything is created or changed."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, get_args
+
+from hive_actors.errors import (
+    InvalidCommand,
+    InvalidMetadata,
+    InvalidPriority,
+    InvalidSessionId,
+    InvalidTask,
+)
+
+Priority = Literal["high", "medium", "low"]
+PRIORITIES: tuple[str, ...] = get_args(Priority)
+
+MAX_TASK_BYTES = 64 * 1024
+"""Below Linux's 128 KiB limit for one argv element or environment string."""
+MAX_METADATA_BYTES = 64 * 1024
+MAX_ARG_BYTES = 64 * 1024
+MAX_ROLE_CHARS = 128
+
+_SESSION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED_ENV = frozenset(
+    {"HIVE_SESSION_ID", "HIVE_SESSION_DIR", "HIVE_OUTPUT_DIR", "HIVE_TASK", "HIVE_DB"}
+)
+
+
+def session_id(value: object) -> str:
+    """Return the canonical (lower-case) form of a session id, or raise InvalidSessionId.
+
+    Only the 36-character hyphenated UUID form is accepted, so no id can ever name a path.
+    """
+    if not isinstance(value, str):
+        raise InvalidSessionId(value)
+    lowered = value.lower()
+    if not _SESSION_ID.match(lowered):
+        raise InvalidSessionId(value)
+    return lowered
+
+
+def new_session_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _utf8_size(text: str, what: str, error: type[Exception]) -> int:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise error(f"{what} is not valid UTF-8 text ({exc.reason})") from None
+
+
+def _argv_string(value: object, what: str, limit: int, error: type[Exception]) -> str:
+    if not isinstance(value, str):
+        raise error(f"{what} must be a string, not {type(value).__name__}")
+    if "\x00" in value:
+        raise error(f"{what} holds a NUL byte, which no program argument can carry")
+    size = _utf8_size(value, what, error)
+    if size > limit:
+        raise error(f"{what} is {size} bytes; at most {limit} bytes are accepted")
+    return value
+
+
+def task(value: object) -> str:
+    text = _argv_string(value, "task", MAX_TASK_BYTES, InvalidTask)
+    if not text.strip():
+        raise InvalidTask("task is empty; describe the work for the agent in a non-empty string")
+    return text
+
+
+def priority(value: object) -> Priority:
+    if value not in PRIORITIES:
+        raise InvalidPriority(value, PRIORITIES)
+    return value  # type: ignore[return-value]
+
+
+def metadata(value: object) -> dict[str, Any]:
+    """Accept None (no metadata) or a JSON object of at most 64 KiB, encoded."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidMetadata(
+            f"metadata must be a JSON object (a dict), not {type(value).__name__}"
+        )
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidMetadata(f"metadata is not JSON-serialisable: {exc}") from None
+    size = _utf8_size(encoded, "metadata", InvalidMetadata)
+    if size > MAX_METADATA_BYTES:
+        raise InvalidMetadata(
+            f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} bytes are accepted"
+        )
+    decoded: dict[str, Any] = json.loads(encoded)
+    return decoded
+
+
+def metadata_json(text: str) -> dict[str, Any]:
+    """Parse metadata given as JSON text (the CLI's and the seeds' form)."""
+    if text.strip() in ("", "null"):
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidMetadata(f"metadata is not valid JSON: {exc}") from None
+    return metadata(value)
+
+
+def command(value: object) -> tuple[str, ...]:
+    """An agent command template: a non-empty list of non-empty strings, never a shell line."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise InvalidCommand(
+            f"command must be a non-empty list of strings such as "
+            f'["claude-flow", "hive-mind", "spawn", "{{task}}"], not {value!r}'
+        )
+    items = tuple(value)
+    if not items:
+        raise InvalidCommand("command is empty; give at least the program to run")
+    for index, item in enumerate(items):
+        _argv_string(item, f"command[{index}]", MAX_ARG_BYTES, InvalidCommand)
+    if not items[0]:
+        raise InvalidCommand("command[0] is empty; it must name the program to run")
+    return items
+
+
+def args(value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise InvalidCommand(f"args must be a list of strings, not {value!r}")
+    return tuple(
+        _argv_string(item, f"args[{index}]", MAX_ARG_BYTES, InvalidCommand)
+        for index, item in enumerate(value)
+    )
+
+
+def env(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidCommand(f"env must be a mapping of names to strings, not {value!r}")
+    result: dict[str, str] = {}
+    for name, text in value.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            raise InvalidCommand(
+                f"env name {name!r} is not a valid identifier (letters, digits, _; "
+                "not starting with a digit)"
+            )
+        if name in RESERVED_ENV:
+            raise InvalidCommand(f"env name {name} is set by hive_actors for every session")
+        result[name] = _argv_string(text, f"env[{name}]", MAX_ARG_BYTES, InvalidCommand)
+    return result
+
+
+def role(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ROLE_CHARS:
+        raise InvalidCommand(
+            f"role must be a non-empty string of at most {MAX_ROLE_CHARS} characters, not {value!r}"
+        )
+    return value

@@ -1,0 +1,115 @@
+"""A session's place on disk: working dir, its own SQLite file, output dir, log, session.json."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from hive_actors._config import HiveConfig
+from hive_actors._models import SessionInfo
+from hive_actors._registry import connect_wal
+from hive_actors.errors import CorruptState
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPaths:
+    working_dir: Path
+    database: Path
+    output_dir: Path
+    """Where output goes: ``<working_dir>/output``, or ``<output_root>/<uuid>`` it links to."""
+    output_link: Path | None
+    log_file: Path
+    session_json: Path
+
+    @classmethod
+    def of(cls, config: HiveConfig, session_id: str) -> SessionPaths:
+        """The paths of a session; ``session_id`` must already be validated."""
+        working_dir = config.sessions_dir / session_id
+        if config.output_root is None:
+            output_dir, output_link = working_dir / "output", None
+        else:
+            output_dir, output_link = config.output_root / session_id, working_dir / "output"
+        return cls(
+            working_dir=working_dir,
+            database=working_dir / ".swarm" / "memory.db",
+            output_dir=output_dir,
+            output_link=output_link,
+            log_file=config.logs_dir / f"{session_id}.log",
+            session_json=working_dir / "session.json",
+        )
+
+    @classmethod
+    def of_info(cls, info: SessionInfo) -> SessionPaths:
+        """The paths a session was created with (the config may have changed since)."""
+        working_dir = Path(info.working_dir)
+        output_dir = Path(info.output_dir)
+        inside = output_dir == working_dir / "output"
+        return cls(
+            working_dir=working_dir,
+            database=Path(info.database),
+            output_dir=output_dir,
+            output_link=None if inside else working_dir / "output",
+            log_file=Path(info.log_file),
+            session_json=working_dir / "session.json",
+        )
+
+
+def create(paths: SessionPaths) -> None:
+    """Make a session's directories, its WAL SQLite file and its empty log.
+
+    All or nothing: on any error what was made is removed and the error re-raised.
+    """
+    paths.working_dir.parent.mkdir(parents=True, exist_ok=True)
+    paths.working_dir.mkdir()  # exclusive: two sessions can never share a directory
+    try:
+        paths.database.parent.mkdir()
+        connect_wal(paths.database).close()
+        paths.output_dir.mkdir(parents=True)
+        if paths.output_link is not None:
+            paths.output_link.symlink_to(paths.output_dir, target_is_directory=True)
+        paths.log_file.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(paths.log_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except BaseException:
+        remove(paths)
+        raise
+
+
+def remove(paths: SessionPaths) -> None:
+    """Delete everything a session owns on disk; what is already gone is fine.
+
+    Only directories named after the session are removed, whatever a registry row says.
+    """
+    session_id = paths.working_dir.name
+    shutil.rmtree(paths.working_dir, ignore_errors=True)
+    if paths.output_link is not None and paths.output_dir.name == session_id:
+        shutil.rmtree(paths.output_dir, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        paths.log_file.unlink()
+
+
+def write_info(working_dir: Path, info: SessionInfo) -> None:
+    """Write session.json atomically (temp file + rename): readers never see half a file."""
+    data = json.dumps(info.to_json_dict(), indent=2, ensure_ascii=False)
+    fd, temp = tempfile.mkstemp(prefix=".session.", suffix=".tmp", dir=working_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(data)
+        os.replace(temp, working_dir / "session.json")
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+def read_info(working_dir: Path) -> SessionInfo:
+    """Read session.json back; CorruptState if it is not what ``write_info`` wrote."""
+    path = working_dir / "session.json"
+    try:
+        return SessionInfo.model_validate_json(path.read_bytes())
+    except ValueError as exc:
+        raise CorruptState(f"{path} is corrupted: {exc}") from exc

@@ -1,0 +1,140 @@
+"""Every error hive_actors raises on purpose.
+
+    HiveError
+    ├── InvalidInput (also a ValueError)
+    │   ├── InvalidSessionId
+    │   ├── InvalidTask
+    │   ├── InvalidPriority
+    │   ├── InvalidMetadata
+    │   ├── InvalidCommand
+    │   ├── InvalidConfig
+    │   └── InvalidContext
+    ├── SessionNotFound (also a LookupError)
+    ├── InvalidTransition
+    ├── RestartIntensityExceeded
+    ├── HiveClosed
+    └── CorruptState
+
+Constructors take the facts and build the message, so every message says what was wrong
+and what would have been accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "CorruptState",
+    "HiveClosed",
+    "HiveError",
+    "InvalidCommand",
+    "InvalidConfig",
+    "InvalidContext",
+    "InvalidInput",
+    "InvalidMetadata",
+    "InvalidPriority",
+    "InvalidSessionId",
+    "InvalidTask",
+    "InvalidTransition",
+    "RestartIntensityExceeded",
+    "SessionNotFound",
+]
+
+EXAMPLE_SESSION_ID = "550e8400-e29b-41d4-a716-446655440000"
+
+
+class HiveError(Exception):
+    """Base of every error hive_actors raises on purpose; catch this to catch them all."""
+
+
+class InvalidInput(HiveError, ValueError):
+    """A caller passed something we refuse; nothing was created or changed."""
+
+
+class InvalidSessionId(InvalidInput):
+    """A session id that is not a UUID; unlike SessionNotFound, it could never exist."""
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+        super().__init__(
+            f"{value!r} is not a session id; a session id is a UUID like {EXAMPLE_SESSION_ID}"
+        )
+
+
+class InvalidTask(InvalidInput):
+    """The task text is empty, too large, or holds a NUL byte."""
+
+
+class InvalidPriority(InvalidInput):
+    """A priority outside the accepted words."""
+
+    def __init__(self, value: object, accepted: Iterable[str]) -> None:
+        self.value = value
+        super().__init__(f"priority {value!r} is not one of {', '.join(accepted)}")
+
+
+class InvalidMetadata(InvalidInput):
+    """Metadata that is not a JSON object, or larger than the limit."""
+
+
+class InvalidCommand(InvalidInput):
+    """An agent command, argument list or environment that cannot be run as given."""
+
+
+class InvalidConfig(InvalidInput):
+    """A configuration value (argument or HIVE_* variable) that fails validation."""
+
+
+class InvalidContext(InvalidInput):
+    """A ContextManager call with a bad role, path, size or budget."""
+
+
+class SessionNotFound(HiveError, LookupError):
+    """A well-formed session id that no session has (never had, or was cleaned up)."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(f"no session {session_id}")
+
+
+class InvalidTransition(HiveError):
+    """A lifecycle change the state table does not allow, e.g. starting a completed session."""
+
+    def __init__(self, session_id: str, current: str, target: str, allowed: Iterable[str]) -> None:
+        self.session_id = session_id
+        self.current = current
+        self.target = target
+        allowed_text = ", ".join(sorted(allowed)) or "nothing (terminal state)"
+        super().__init__(
+            f"session {session_id} cannot go from {current!r} to {target!r}; "
+            f"from {current!r} it may go to: {allowed_text}"
+        )
+
+
+class RestartIntensityExceeded(HiveError):
+    """A session's children failed more often than its restart intensity allows.
+
+    Raised nowhere; it is the recorded reason of the session that failed, kept as an
+    exception so its message is built in one place.
+    """
+
+    def __init__(
+        self, session_id: str, restarts: int, window: float, limit: int, child: str
+    ) -> None:
+        self.session_id = session_id
+        self.child = child
+        super().__init__(
+            f"session {session_id}: {restarts} restarts in {window:.1f} s (limit {limit}); "
+            f"last to fail: {child}"
+        )
+
+
+class HiveClosed(HiveError):
+    """The Hive was closed; open a new one to go on."""
+
+    def __init__(self) -> None:
+        super().__init__("this Hive is closed; create a new Hive to manage sessions")
+
+
+class CorruptState(HiveError):
+    """Durable state (registry or session.json) that cannot be read back as written."""

@@ -1,0 +1,146 @@
+"""Tools for testing code that uses hive_actors, and hive_actors itself.
+
+* ``FakeClock``: pass as ``Hive(clock=...)``; time moves only when you ``advance`` it.
+* ``fake_agent_command()``: a command template running the bundled fake agent.
+* ``ReadySignal``: wait, without polling, until a fake agent has set itself up.
+* ``inject_crash``: make one actor of a session die (fault injection).
+* ``session_processes``: the live processes that carry a session's id in their environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pykka import ThreadingFuture
+
+from hive_actors._hive import Hive
+from hive_actors._supervision import InjectCrash
+from hive_actors._supervisor import CrashChild
+
+__all__ = [
+    "FakeClock",
+    "ReadySignal",
+    "fake_agent_command",
+    "inject_crash",
+    "session_processes",
+]
+
+
+class FakeClock:
+    """A clock for tests: monotonic and wall time move together, only on ``advance``."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._lock = threading.Lock()
+        self._monotonic = 1_000.0
+        self._wall = start or datetime(2026, 1, 1, tzinfo=UTC)
+        self._listeners: list[Callable[[], None]] = []
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._monotonic
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._wall
+
+    def wait_timeout(self, deadline: float) -> float | None:
+        return 0.0 if deadline <= self.monotonic() else None
+
+    def on_advance(self, listener: Callable[[], None]) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward; timers that fall due run at once (on the timer thread)."""
+        with self._lock:
+            self._monotonic += seconds
+            self._wall += timedelta(seconds=seconds)
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
+
+
+def fake_agent_command(*options: str) -> list[str]:
+    """The fake agent as a command template: ``{task}`` first, then fixed ``options``."""
+    return [sys.executable, "-m", "hive_actors.testing.fake_agent", "{task}", *options]
+
+
+class ReadySignal:
+    """A FIFO a fake agent writes to (``--ready PATH``) once it is set up."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.path = Path(directory) / f"ready-{os.getpid()}-{id(self)}.fifo"
+        os.mkfifo(self.path)
+        # Read-write, so the FIFO never reports end-of-file while no agent has opened it.
+        self._fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
+
+    def wait(self, timeout: float = 30.0) -> dict[str, Any]:
+        """The agent's ``{"pid": ..., "grandchild": ...}``; TimeoutError after ``timeout`` s."""
+        buffer = b""
+        deadline = time.monotonic() + timeout
+        while not buffer.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self._fd], [], [], remaining)[0]:
+                raise TimeoutError(f"no agent reported ready on {self.path} in {timeout} s")
+            buffer += os.read(self._fd, 4096)
+        answer: dict[str, Any] = json.loads(buffer.decode())
+        return answer
+
+    def close(self) -> None:
+        os.close(self._fd)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def inject_crash(
+    hive: Hive,
+    session_id: str,
+    actor: Literal["session", "context", "runner"],
+    error: BaseException | None = None,
+    timeout: float = 10.0,
+) -> None:
+    """Make one actor of a live session die of ``error`` (default a RuntimeError).
+
+    ``"session"`` is the SessionSupervisor (returns at once: wait for the session's
+    ``failed``); for ``"context"`` and ``"runner"``, its children, it returns once the
+    supervisor has restarted the child or, past the restart intensity, failed the session.
+    """
+    error = error or RuntimeError(f"injected crash in {actor}")
+    supervisor = hive._core.table.supervisor(session_id)
+    if supervisor is None:
+        msg = f"session {session_id} has no live supervisor"
+        raise LookupError(msg)
+    if actor == "session":
+        supervisor.tell(InjectCrash(error))
+        return
+    handled: ThreadingFuture[None] = ThreadingFuture()
+    supervisor.tell(CrashChild(actor, error, handled))
+    handled.get(timeout=timeout)
+
+
+def session_processes(session_id: str) -> list[int]:
+    """Pids of live (not zombie) processes whose environment says HIVE_SESSION_ID=session_id."""
+    marker = f"HIVE_SESSION_ID={session_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found

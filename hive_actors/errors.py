@@ -102,9 +102,9 @@ class InvalidTransition(HiveError):
 
     def __init__(self, session_id: str, current: str, target: str, allowed: Iterable[str]) -> None:
         self.session_id = session_id
-        self.current = current
-        self.target = target
-        allowed_text = ", ".join(sorted(allowed)) or "nothing (terminal state)"
+        self.current = current = str(current)
+        self.target = target = str(target)
+        allowed_text = ", ".join(sorted(map(str, allowed))) or "nothing (terminal state)"
         super().__init__(
             f"session {session_id} cannot go from {current!r} to {target!r}; "
             f"from {current!r} it may go to: {allowed_text}"

@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         return 70
     output = os.environ.get("HIVE_OUTPUT_DIR")
     if output:
-        Path(output, "result.txt").write_text(f"done: {options.task}\n", encoding="utf-8")
+        Path(output, "result.txt").write_text(options.task, encoding="utf-8")
+        seen = {name: value for name, value in os.environ.items() if name.startswith("HIVE_")}
+        seen["argv"] = json.dumps(sys.argv[1:])
+        seen["cwd"] = str(Path.cwd())
+        Path(output, "env.json").write_text(json.dumps(seen, indent=1), encoding="utf-8")
     grandchild = None
     if options.grandchild or options.setsid_grandchild:
         grandchild = subprocess.Popen(

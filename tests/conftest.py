@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pykka
+import pytest
+import structlog
+
+from hive_actors import Event, Hive
+from hive_actors.testing import FakeClock, ReadySignal, fake_agent_command, session_processes
+
+# hive_actors never configures logging; tests route structlog into stdlib logging so
+# pytest captures it instead of it going to stdout.
+structlog.configure(
+    processors=[structlog.processors.add_log_level, structlog.processors.KeyValueRenderer()],
+    logger_factory=structlog.stdlib.LoggerFactory(),
+    cache_logger_on_first_use=False,
+)
+logging.getLogger("pykka").setLevel(logging.CRITICAL)
+
+HIVE_THREADS = ("hive-actor", "hive-reaper", "hive-timers", "hive-subscriber")
+
+
+def _hive_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(HIVE_THREADS)]
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test must leave no hive thread, no actor and no HIVE_* setting behind."""
+    for name in list(os.environ):
+        if name.startswith("HIVE_"):
+            monkeypatch.delenv(name)
+    yield
+    assert _hive_threads() == [], "a test left hive threads running"
+    assert pykka.ActorRegistry.get_all() == [], "a test left actors running"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+class Hives:
+    """Opens Hives on a test's temp root and, at teardown, closes them and kills leftovers."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.opened: list[Hive] = []
+
+    def open(self, **config: Any) -> Hive:
+        config.setdefault("root", self.root / "hive")
+        config.setdefault("command", fake_agent_command())
+        config.setdefault("grace_period", 5.0)
+        hive = Hive(**config)
+        self.opened.append(hive)
+        return hive
+
+    def close(self) -> None:
+        session_ids = set()
+        for hive in self.opened:
+            if not hive.closed:
+                session_ids.update(info.session_id for info in hive.list_sessions())
+                hive.close(grace=0)
+        for session_id in session_ids:
+            for pid in session_processes(session_id):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def hives(tmp_path: Path) -> Iterator[Hives]:
+    opened = Hives(tmp_path)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def hive(hives: Hives, clock: FakeClock) -> Hive:
+    return hives.open(clock=clock)
+
+
+@pytest.fixture
+def ready(tmp_path: Path) -> Iterator[Callable[[], ReadySignal]]:
+    made: list[ReadySignal] = []
+
+    def make() -> ReadySignal:
+        signal_ = ReadySignal(tmp_path)
+        made.append(signal_)
+        return signal_
+
+    yield make
+    for signal_ in made:
+        signal_.close()
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a condition no event announces (e.g. an actor's thread-free stop).
+
+    Checks every 5 ms up to a bounded deadline; use an event or a future where one exists.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition still false after {timeout} s")
+        time.sleep(0.005)
+
+
+class Recorder:
+    """A subscriber callback that records events and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._changed = threading.Condition()
+
+    def __call__(self, event: Event) -> None:
+        with self._changed:
+            self.events.append(event)
+            self._changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[list[Event]], bool], timeout: float = 10) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: predicate(self.events), timeout):
+                raise AssertionError(f"condition not met; events so far: {self.events}")
+
+    def statuses(self, session_id: str) -> list[str]:
+        return [
+            str(e.to)
+            for e in self.events
+            if e.type == "session.status" and e.session_id == session_id
+        ]
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()

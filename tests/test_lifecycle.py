@@ -1,0 +1,328 @@
+"""A session's life: workspace, agent process, statuses, termination, cleanup, recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from hive_actors import DEFAULT_COMMAND, Hive, InvalidTransition, SessionNotFound
+from hive_actors.testing import FakeClock, session_processes
+
+from .conftest import Hives, Recorder
+
+
+def test_fifty_concurrent_creates_get_unique_ids_and_workspaces(hive: Hive) -> None:
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def create(index: int) -> None:
+        session_id = hive.create_session(f"task {index}")
+        with lock:
+            ids.append(session_id)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(ids) == 50
+    assert len(set(ids)) == 50
+    dirs = {hive.get_session_info(i).working_dir for i in ids}
+    assert len(dirs) == 50
+    for session_id in ids:
+        info = hive.get_session_info(session_id)
+        assert info.status == "created"
+        assert Path(info.working_dir, "session.json").is_file()
+        assert Path(info.database).is_file()
+        assert Path(info.output_dir).is_dir()
+        assert Path(info.log_file).is_file()
+
+
+def test_ten_agents_at_once_each_write_only_their_own_database(hive: Hive) -> None:
+    ids = [hive.create_session(f"isolated task {i}", args=["--writes", "200"]) for i in range(10)]
+    assert [hive.start_session(i) for i in ids] == ["running"] * 10
+    assert [hive.wait(i, timeout=60) for i in ids] == ["completed"] * 10
+    databases = set()
+    for index, session_id in enumerate(ids):
+        info = hive.get_session_info(session_id)
+        assert info.exit_code == 0
+        assert Path(info.database) == Path(info.working_dir) / ".swarm" / "memory.db"
+        databases.add(info.database)
+        db = sqlite3.connect(info.database)
+        rows = db.execute("SELECT DISTINCT value, count(*) FROM memory").fetchall()
+        db.close()
+        assert rows == [(f"isolated task {index}", 200)]
+        log = Path(info.log_file).read_text()
+        assert "locked" not in log
+        assert "memory.db error" not in log
+    assert len(databases) == 10
+
+
+def test_clean_exit_goes_created_starting_running_completed(hive: Hive, recorder: Recorder) -> None:
+    session_id = hive.create_session("Build a Rust CLI tool", "high", {"project": "cli"})
+    hive.subscribe_to_session(session_id, recorder)
+    assert hive.status(session_id) == "created"
+    assert hive.start_session(session_id) == "running"
+    assert hive.wait(session_id, timeout=30) == "completed"
+    recorder.wait_for(
+        lambda events: any(e.to == "completed" for e in events if e.type == "session.status")
+    )
+    assert recorder.statuses(session_id) == ["starting", "running", "completed"]
+
+    info = hive.get_session_info(session_id)
+    assert (info.task, info.priority, info.metadata) == (
+        "Build a Rust CLI tool",
+        "high",
+        {"project": "cli"},
+    )
+    assert (info.exit_code, info.reason, info.runs, info.pid) == (0, "exited", 1, None)
+    assert info.updated >= info.created
+    log = Path(hive.log_file(session_id)).read_text()
+    assert "starting task 'Build a Rust CLI tool'" in log  # stdout
+    assert "this line goes to stderr" in log  # stderr, same file
+    on_disk = json.loads(Path(info.working_dir, "session.json").read_text())
+    assert on_disk["status"] == "completed"
+    assert on_disk["session_id"] == session_id
+
+
+def test_exit_code_three_fails_with_that_code(hive: Hive) -> None:
+    session_id = hive.create_session("doomed", args=["--exit", "3"])
+    hive.start_session(session_id)
+    assert hive.wait(session_id, timeout=30) == "failed"
+    info = hive.get_session_info(session_id)
+    assert (info.exit_code, info.reason, info.detail) == (3, "exit_code", "exited with code 3")
+
+
+def test_agent_sees_its_workspace_and_task_verbatim_never_through_a_shell(hive: Hive) -> None:
+    task = "say $(whoami) `id`; rm -rf / && echo 'quoted' \"twice\" * {task} \n\u00e9"
+    session_id = hive.create_session(task, args=["--sleep", "0"], env={"EXTRA_VAR": "x y"})
+    hive.start_session(session_id)
+    assert hive.wait(session_id, timeout=30) == "completed"
+    info = hive.get_session_info(session_id)
+    output = Path(info.output_dir)
+    assert (output / "result.txt").read_text() == task
+    seen = json.loads((output / "env.json").read_text())
+    assert json.loads(seen["argv"]) == [task, "--sleep", "0"]
+    assert seen["cwd"] == info.working_dir
+    assert seen["HIVE_SESSION_ID"] == session_id
+    assert seen["HIVE_SESSION_DIR"] == info.working_dir
+    assert seen["HIVE_OUTPUT_DIR"] == info.output_dir
+    assert seen["HIVE_DB"] == info.database
+    assert seen["HIVE_TASK"] == task
+
+
+def test_a_missing_program_fails_the_session_with_spawn_error(hive: Hive) -> None:
+    session_id = hive.create_session("x", command=["/nonexistent/agent-cli", "{task}"])
+    assert hive.start_session(session_id) == "failed"
+    info = hive.get_session_info(session_id)
+    assert info.reason == "spawn_error"
+    assert "/nonexistent/agent-cli" in (info.detail or "")
+    assert info.runs == 1
+
+
+def test_default_command_is_the_seeds_claude_flow_spawn(hives: Hives) -> None:
+    assert DEFAULT_COMMAND == ("claude-flow", "hive-mind", "spawn", "{task}")
+    hive = Hive(root=hives.root / "default")
+    hives.opened.append(hive)
+    assert hive.config.command == DEFAULT_COMMAND
+    session_id = hive.create_session("t")
+    assert hive.get_session_info(session_id).command == DEFAULT_COMMAND
+
+
+def test_hive_command_environment_variable_sets_the_template(
+    hives: Hives, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "HIVE_COMMAND",
+        json.dumps(
+            [sys.executable, "-m", "hive_actors.testing.fake_agent", "--exit", "4", "{task}"]
+        ),
+    )
+    monkeypatch.setenv("HIVE_ROOT", str(hives.root / "from-env"))
+    hive = Hive()
+    hives.opened.append(hive)
+    assert hive.root == hives.root / "from-env"
+    session_id = hive.create_session("t")
+    hive.start_session(session_id)
+    assert hive.wait(session_id, timeout=30) == "failed"
+    assert hive.get_session_info(session_id).exit_code == 4
+
+
+def test_template_without_task_placeholder_passes_the_task_only_in_env(hive: Hive) -> None:
+    command = [
+        sys.executable,
+        "-c",
+        "import os,sys; sys.exit(0 if len(sys.argv)==1 and os.environ['HIVE_TASK']=='t 1' else 9)",
+    ]
+    session_id = hive.create_session("t 1", command=command)
+    hive.start_session(session_id)
+    assert hive.wait(session_id, timeout=30) == "completed"
+
+
+def test_output_root_links_each_session_output(hives: Hives, tmp_path: Path) -> None:
+    hive = hives.open(output_root=tmp_path / "ext", log_root=tmp_path / "logs")
+    session_id = hive.create_session("t")
+    info = hive.get_session_info(session_id)
+    assert info.output_dir == str(tmp_path / "ext" / session_id)
+    assert Path(info.working_dir, "output").resolve() == Path(info.output_dir)
+    assert info.log_file == str(tmp_path / "logs" / f"{session_id}.log")
+    hive.start_session(session_id)
+    hive.wait(session_id, timeout=30)
+    assert (tmp_path / "ext" / session_id / "result.txt").read_text() == "t"
+
+
+def test_persistent_session_idles_between_runs(hive: Hive) -> None:
+    session_id = hive.create_session("serve", persistent=True)
+    hive.start_session(session_id)
+    assert hive.wait(session_id, timeout=30) == "idle"
+    hive.start_session(session_id, args=["--exit", "0"])
+    assert hive.wait(session_id, timeout=30) == "idle"
+    info = hive.get_session_info(session_id)
+    assert (info.runs, info.args) == (2, ("--exit", "0"))
+    assert hive.terminate_session(session_id) == "terminated"
+    assert hive.get_session_info(session_id).reason == "requested"
+
+
+def test_start_is_refused_unless_created_or_idle(hive: Hive) -> None:
+    session_id = hive.create_session("once")
+    hive.start_session(session_id)
+    hive.wait(session_id, timeout=30)
+    with pytest.raises(InvalidTransition, match="'completed' to 'starting'"):
+        hive.start_session(session_id)
+
+
+def test_terminate_kills_the_whole_group_even_when_sigterm_is_ignored(
+    hive: Hive, clock: FakeClock, ready, recorder: Recorder
+) -> None:
+    signal_ = ready()
+    session_id = hive.create_session(
+        "stubborn",
+        args=["--sleep", "inf", "--grandchild", "--ignore-term", "--ready", str(signal_.path)],
+    )
+    hive.subscribe_to_session(session_id, recorder)
+    hive.start_session(session_id)
+    pids = signal_.wait()
+    assert sorted(session_processes(session_id)) == sorted([pids["pid"], pids["grandchild"]])
+
+    assert hive.terminate_session(session_id, grace=3) == "stopping"
+    # SIGTERM is ignored by both; the grace period has not passed on the fake clock.
+    assert sorted(session_processes(session_id)) == sorted([pids["pid"], pids["grandchild"]])
+    assert hive.status(session_id) == "stopping"
+
+    clock.advance(3)  # the grace period ends: SIGKILL to the process group
+    assert hive.wait(session_id, timeout=10) == "terminated"
+    info = hive.get_session_info(session_id)
+    assert (info.exit_code, info.reason, info.detail) == (137, "requested", "killed by SIGKILL")
+    assert session_processes(session_id) == []
+    recorder.wait_for(lambda events: any(e.type == "session.terminated" for e in events))
+    assert recorder.statuses(session_id) == ["starting", "running", "stopping", "terminated"]
+
+
+def test_terminate_of_a_cooperative_agent_needs_no_kill(hive: Hive) -> None:
+    session_id = hive.create_session("polite", args=["--sleep", "inf"])
+    hive.start_session(session_id)
+    assert hive.terminate_session(session_id) == "stopping"
+    assert hive.wait(session_id, timeout=10) == "terminated"
+    assert hive.get_session_info(session_id).detail == "killed by SIGTERM"
+    assert hive.get_session_info(session_id).exit_code == 143
+
+
+def test_terminate_before_start_and_after_end(hive: Hive) -> None:
+    fresh = hive.create_session("never run")
+    assert hive.terminate_session(fresh) == "terminated"
+    with pytest.raises(InvalidTransition):
+        hive.start_session(fresh)
+    done = hive.create_session("done")
+    hive.start_session(done)
+    hive.wait(done, timeout=30)
+    assert hive.terminate_session(done) == "completed"  # ended sessions stay as they are
+
+
+def test_wait_times_out_without_polling(hive: Hive) -> None:
+    session_id = hive.create_session("slow", args=["--sleep", "inf"])
+    hive.start_session(session_id)
+    with pytest.raises(TimeoutError, match="still running"):
+        hive.wait(session_id, timeout=0.05)
+    hive.terminate_session(session_id, grace=0)
+    assert hive.wait(session_id, timeout=10) == "terminated"
+
+
+def test_cleanup_removes_ended_sessions_by_age_to_the_hour(
+    hive: Hive, clock: FakeClock, recorder: Recorder
+) -> None:
+    hive.subscribe_to_all_sessions(recorder)
+    ended = [hive.create_session(f"old {i}") for i in range(2)]
+    for session_id in ended:
+        hive.start_session(session_id)
+        hive.wait(session_id, timeout=30)
+    waiting = hive.create_session("created, never ended")
+    infos = [hive.get_session_info(i) for i in ended]
+
+    clock.advance(23 * 3600 + 3599)
+    assert hive.cleanup(24) == []
+    clock.advance(1)
+    assert sorted(hive.cleanup(24)) == sorted(ended)
+    for info in infos:
+        assert hive.status(info.session_id) == "not_found"
+        assert not Path(info.working_dir).exists()
+        assert not Path(info.log_file).exists()
+        with pytest.raises(SessionNotFound):
+            hive.get_session_info(info.session_id)
+    assert hive.status(waiting) == "created"
+    recorder.wait_for(lambda events: sum(e.type == "session.removed" for e in events) == 2)
+
+
+def test_a_new_hive_on_the_same_root_resumes_where_the_last_stopped(hives: Hives) -> None:
+    first = hives.open()
+    waiting = first.create_session("start me later")
+    done = first.create_session("done")
+    first.start_session(done)
+    first.wait(done, timeout=30)
+    last_seq = first.last_seq
+    first.close()
+
+    second = hives.open()
+    assert second.status(waiting) == "created"
+    assert second.status(done) == "completed"
+    assert second.last_seq == last_seq
+    second.start_session(waiting)
+    assert second.wait(waiting, timeout=30) == "completed"
+    assert min(e.seq for e in second.events(since=last_seq)) == last_seq + 1
+
+
+def test_sessions_of_a_hive_that_died_are_marked_lost(hives: Hives, tmp_path: Path) -> None:
+    root = tmp_path / "crashed"
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        from hive_actors import Hive
+        from hive_actors.testing import fake_agent_command
+        hive = Hive(root={str(root)!r}, command=fake_agent_command("--sleep", "inf"))
+        session_id = hive.create_session("orphaned")
+        hive.start_session(session_id)
+        print(session_id, flush=True)
+        os._exit(0)  # die without closing: no outcome recorded
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    session_id = done.stdout.strip()
+    try:
+        hive = hives.open(root=root)
+        info = hive.get_session_info(session_id)
+        assert (info.status, info.reason) == ("failed", "lost")
+        recovered = [e for e in hive.events(session_id) if e.recovered]
+        assert [e.to for e in recovered] == ["failed"]
+    finally:
+        for pid in session_processes(session_id):
+            os.kill(pid, signal.SIGKILL)

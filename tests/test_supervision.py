@@ -1,0 +1,146 @@
+"""Faults inside one session's subtree are handled there and nowhere else."""
+
+from __future__ import annotations
+
+import os
+
+import pykka
+import pytest
+
+from hive_actors import Hive
+from hive_actors.testing import FakeClock, inject_crash, session_processes
+
+from .conftest import Recorder, eventually
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def two_running(hive: Hive, ready) -> tuple[str, str, int]:
+    """A victim and a bystander session, both with a live agent; returns the victim's pid."""
+    victim_ready, bystander_ready = ready(), ready()
+    victim = hive.create_session(
+        "victim", args=["--sleep", "inf", "--ready", str(victim_ready.path)]
+    )
+    bystander = hive.create_session(
+        "bystander", args=["--sleep", "inf", "--ready", str(bystander_ready.path)]
+    )
+    hive.start_session(victim)
+    hive.start_session(bystander)
+    pid = victim_ready.wait()["pid"]
+    bystander_ready.wait()
+    return victim, bystander, pid
+
+
+def test_context_manager_crash_is_restarted_with_its_history(
+    hive: Hive, two_running: tuple[str, str, int], recorder: Recorder
+) -> None:
+    victim, bystander, pid = two_running
+    hive.subscribe_to_all_sessions(recorder, since=0)
+    context = hive.context(victim)
+    context.add_message("user", "remember me")
+    context.add_file("src/main.rs")
+
+    inject_crash(hive, victim, "context")
+
+    assert context.history()[0]["content"] == "remember me"  # reloaded from memory.db
+    assert context.active_files() == ["src/main.rs"]
+    info = hive.get_session_info(victim)
+    assert (info.status, info.restarts, info.pid) == ("running", 1, pid)
+    assert _alive(pid)
+    recorder.wait_for(lambda events: any(e.type == "session.restart" for e in events))
+    restarts = [e for e in recorder.events if e.type == "session.restart"]
+    assert [(e.session_id, e.child) for e in restarts] == [(victim, "context")]
+    assert hive.get_session_info(bystander).restarts == 0
+
+
+def test_process_runner_crash_reattaches_to_the_running_agent(
+    hive: Hive, two_running: tuple[str, str, int]
+) -> None:
+    victim, bystander, pid = two_running
+    inject_crash(hive, victim, "runner")
+    assert _alive(pid)
+    assert hive.get_session_info(victim).restarts == 1
+    assert hive.status(victim) == "running"
+    # The new runner can still stop the agent its predecessor started.
+    hive.terminate_session(victim, grace=0)
+    assert hive.wait(victim, timeout=10) == "terminated"
+    assert not session_processes(victim)
+    assert hive.status(bystander) == "running"
+    assert hive.get_session_info(bystander).restarts == 0
+
+
+def test_base_exception_in_an_actor_stops_only_that_actor(
+    hive: Hive, two_running: tuple[str, str, int]
+) -> None:
+    victim, bystander, pid = two_running
+    actors_before = len(pykka.ActorRegistry.get_all())
+    inject_crash(hive, victim, "runner", SystemExit(1))
+    inject_crash(hive, victim, "context", KeyboardInterrupt())
+    # pykka would have called ActorRegistry.stop_all(): every session would be gone.
+    assert len(pykka.ActorRegistry.get_all()) == actors_before
+    assert hive.status(victim) == hive.status(bystander) == "running"
+    assert hive.get_session_info(victim).restarts == 2
+    assert _alive(pid)
+    hive.send_message(bystander, "user", "still here")
+
+
+def test_restart_intensity_exceeded_fails_only_that_session(
+    hive: Hive, two_running: tuple[str, str, int], clock: FakeClock
+) -> None:
+    victim, bystander, pid = two_running
+    for _ in range(3):
+        inject_crash(hive, victim, "context")
+    assert hive.status(victim) == "running"
+    inject_crash(hive, victim, "context")  # the 4th within 5 s
+    clock.advance(5)  # its agent is stopped with the grace period; let it pass
+    assert hive.wait(victim, timeout=10) == "failed"
+    info = hive.get_session_info(victim)
+    assert info.reason == "restart_intensity"
+    assert "4 restarts in 5.0 s (limit 3)" in (info.detail or "")
+    assert "context" in (info.detail or "")
+    assert not _alive(pid)  # reaped by us, so the pid is gone
+    assert session_processes(victim) == []
+    assert hive.status(bystander) == "running"
+    hive.send_message(bystander, "user", "unaffected")
+
+
+def test_restarts_spread_beyond_the_window_are_allowed(
+    hive: Hive, two_running: tuple[str, str, int], clock: FakeClock
+) -> None:
+    victim, _, _ = two_running
+    for _ in range(3):
+        for _ in range(3):
+            inject_crash(hive, victim, "runner")
+        clock.advance(5.0)
+    info = hive.get_session_info(victim)
+    assert (info.status, info.restarts) == ("running", 9)
+
+
+def test_supervisor_crash_fails_its_session_and_stops_its_agent(
+    hive: Hive, two_running: tuple[str, str, int]
+) -> None:
+    victim, bystander, _ = two_running
+    inject_crash(hive, victim, "session")
+    assert hive.wait(victim, timeout=10) == "failed"
+    assert hive.get_session_info(victim).reason == "supervisor_crash"
+    # Its children were stopped too: only the bystander's three actors and the root remain.
+    eventually(lambda: len(pykka.ActorRegistry.get_all()) == 1 + 3)
+    assert hive.status(bystander) == "running"
+
+
+def test_an_agent_killed_from_outside_fails_its_session(
+    hive: Hive, two_running: tuple[str, str, int]
+) -> None:
+    victim, bystander, pid = two_running
+    os.kill(pid, 9)
+    assert hive.wait(victim, timeout=10) == "failed"
+    info = hive.get_session_info(victim)
+    assert (info.reason, info.exit_code, info.detail) == ("signal", 137, "killed by SIGKILL")
+    assert hive.status(bystander) == "running"

@@ -41,12 +41,9 @@ from hive_actors.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_COMMAND",
-    "NOT_FOUND",
-    "TERMINAL",
-    "TRANSITIONS",
     "ContextMessageEvent",
     "CorruptState",
+    "DEFAULT_COMMAND",
     "Event",
     "EventBase",
     "EventStream",
@@ -64,6 +61,7 @@ __all__ = [
     "InvalidSessionId",
     "InvalidTask",
     "InvalidTransition",
+    "NOT_FOUND",
     "RestartIntensityExceeded",
     "SessionContext",
     "SessionCreatedEvent",
@@ -75,6 +73,8 @@ __all__ = [
     "SessionTerminatedEvent",
     "Status",
     "Subscription",
+    "TERMINAL",
+    "TRANSITIONS",
     "__version__",
     "parse_event",
 ]

@@ -17,7 +17,7 @@ import pytest
 from hive_actors import DEFAULT_COMMAND, Hive, InvalidTransition, SessionNotFound
 from hive_actors.testing import FakeClock, session_processes
 
-from .conftest import Hives, Recorder
+from .conftest import Hives, Recorder, eventually
 
 
 def test_fifty_concurrent_creates_get_unique_ids_and_workspaces(hive: Hive) -> None:
@@ -326,3 +326,32 @@ def test_sessions_of_a_hive_that_died_are_marked_lost(hives: Hives, tmp_path: Pa
     finally:
         for pid in session_processes(session_id):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_terminate_racing_start_from_many_threads_leaves_nothing_running(hive: Hive) -> None:
+    ids = [hive.create_session(f"race {i}", args=["--sleep", "inf"]) for i in range(24)]
+    errors: list[BaseException] = []
+
+    def start_then_stop(chunk: list[str]) -> None:
+        try:
+            for session_id in chunk:
+                hive.start_session(session_id)
+                hive.terminate_session(session_id, grace=0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start_then_stop, args=(ids[i::6],)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert [hive.wait(i, timeout=30) for i in ids] == ["terminated"] * 24
+    assert all(session_processes(i) == [] for i in ids)
+    stats = hive.stats()
+    assert stats.by_status == {"terminated": 24}
+    assert (stats.sessions, stats.runs, stats.live_agents, stats.restarts) == (24, 24, 0, 0)
+    # Ended subtrees stop asynchronously; soon only the SessionManager is left.
+    eventually(lambda: hive.stats().actors == 1)
+    assert stats.actor_threads == 8
+    assert stats.last_seq == hive.last_seq

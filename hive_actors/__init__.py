@@ -5,22 +5,11 @@ and log; its process is run and watched by a supervision tree of pykka actors, a
 lifecycle change is journaled and announced on a global and a per-session topic.
 """
 
-from hive_actors._config import DEFAULT_COMMAND, HiveConfig
-from hive_actors._events import EventStream, Subscription
-from hive_actors._hive import Hive, HiveStats, SessionContext
-from hive_actors._models import (
-    ContextMessageEvent,
-    Event,
-    EventBase,
-    SessionCreatedEvent,
-    SessionInfo,
-    SessionRemovedEvent,
-    SessionRestartEvent,
-    SessionStatusEvent,
-    SessionTerminatedEvent,
-    parse_event,
-)
-from hive_actors._states import NOT_FOUND, TERMINAL, TRANSITIONS, Status
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from hive_actors.errors import (
     CorruptState,
     HiveClosed,
@@ -38,7 +27,64 @@ from hive_actors.errors import (
     SessionNotFound,
 )
 
+if TYPE_CHECKING:
+    from hive_actors._config import DEFAULT_COMMAND, HiveConfig
+    from hive_actors._events import EventStream, Subscription
+    from hive_actors._hive import Hive, HiveStats, SessionContext
+    from hive_actors._models import (
+        ContextMessageEvent,
+        Event,
+        EventBase,
+        SessionCreatedEvent,
+        SessionInfo,
+        SessionRemovedEvent,
+        SessionRestartEvent,
+        SessionStatusEvent,
+        SessionTerminatedEvent,
+        parse_event,
+    )
+    from hive_actors._states import NOT_FOUND, TERMINAL, TRANSITIONS, Status
+
 __version__ = "0.1.0"
+
+# The rest load on first use, so `hivectl` (which imports this package) starts fast.
+_LAZY: dict[str, str] = {
+    "ContextMessageEvent": "hive_actors._models",
+    "DEFAULT_COMMAND": "hive_actors._config",
+    "Event": "hive_actors._models",
+    "EventBase": "hive_actors._models",
+    "EventStream": "hive_actors._events",
+    "Hive": "hive_actors._hive",
+    "HiveConfig": "hive_actors._config",
+    "HiveStats": "hive_actors._hive",
+    "NOT_FOUND": "hive_actors._states",
+    "SessionContext": "hive_actors._hive",
+    "SessionCreatedEvent": "hive_actors._models",
+    "SessionInfo": "hive_actors._models",
+    "SessionRemovedEvent": "hive_actors._models",
+    "SessionRestartEvent": "hive_actors._models",
+    "SessionStatusEvent": "hive_actors._models",
+    "SessionTerminatedEvent": "hive_actors._models",
+    "Status": "hive_actors._states",
+    "Subscription": "hive_actors._events",
+    "TERMINAL": "hive_actors._states",
+    "TRANSITIONS": "hive_actors._states",
+    "parse_event": "hive_actors._models",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hive_actors' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ContextMessageEvent",

@@ -11,16 +11,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hive_actors import _validate
+from hive_actors._paths import default_root
 from hive_actors.errors import InvalidConfig
 
 DEFAULT_COMMAND: tuple[str, ...] = ("claude-flow", "hive-mind", "spawn", "{task}")
 ENV_PREFIX = "HIVE_"
-
-
-def default_root() -> Path:
-    """The per-user data directory: $XDG_DATA_HOME/hive_actors or ~/.local/share/hive_actors."""
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home) / "hive_actors"
 
 
 class HiveConfig(BaseModel):

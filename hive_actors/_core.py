@@ -42,7 +42,9 @@ class HiveCore:
         config.sessions_dir.mkdir(parents=True, exist_ok=True)
         config.logs_dir.mkdir(parents=True, exist_ok=True)
         self.bus = EventBus()
-        self.registry = Registry(config.registry_path, self.bus.publish)
+        self.registry = Registry(
+            config.registry_path, self.bus.publish, created=clock.now().isoformat()
+        )
         self.table = SessionTable()
         self.pool = ActorPool(ACTOR_THREADS)
         self.reaper = Reaper()

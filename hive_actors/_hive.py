@@ -114,6 +114,11 @@ class Hive:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def created(self) -> str:
+        """When this root's registry was created (ISO 8601): the seeds' index ``created``."""
+        return self._core.registry.created
+
     def close(self, grace: float | None = None) -> None:
         """Terminate every session still running (reason ``shutdown``) and stop the tree.
 

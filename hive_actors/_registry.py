@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS events (
     body       TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_session ON events (session_id, seq);
+CREATE TABLE IF NOT EXISTS meta (
+    key        TEXT PRIMARY KEY,
+    value      TEXT NOT NULL
+);
 """
 
 E = TypeVar("E", bound=EventBase)
@@ -60,7 +64,7 @@ def connect_wal(path: Path) -> sqlite3.Connection:
 class Registry:
     """Sessions and the event journal; thread-safe; every write is one transaction."""
 
-    def __init__(self, path: Path, publish: Callable[[EventBase], None]) -> None:
+    def __init__(self, path: Path, publish: Callable[[EventBase], None], created: str = "") -> None:
         self._path = path
         self._publish = publish
         self._lock = threading.Lock()
@@ -74,6 +78,12 @@ class Registry:
                 )
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('created', ?)", (created,)
+            )
+            (created_at,) = self._db.execute(
+                "SELECT value FROM meta WHERE key = 'created'"
+            ).fetchone()
             row = self._db.execute("SELECT max(seq) FROM events").fetchone()
         except sqlite3.DatabaseError as exc:
             raise CorruptState(
@@ -81,6 +91,8 @@ class Registry:
                 "or move it aside to start with an empty registry"
             ) from exc
         self._last_seq: int = row[0] or 0
+        self.created: str = created_at
+        """When this registry was first opened (ISO 8601)."""
 
     def close(self) -> None:
         with self._lock:

@@ -1,19 +1,26 @@
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import select
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pykka
 import pytest
 import structlog
 
 from hive_actors import Event, Hive
+from hive_actors._lockfile import DaemonLock
 from hive_actors.testing import FakeClock, ReadySignal, fake_agent_command, session_processes
 
 # hive_actors never configures logging; tests route structlog into stdlib logging so
@@ -112,6 +119,15 @@ def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.005)
 
 
+def process_alive(pid: int) -> bool:
+    """True for a running process; a zombie (exited, not yet reaped) counts as gone."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
 class Recorder:
     """A subscriber callback that records events and lets a test wait for one."""
 
@@ -140,3 +156,94 @@ class Recorder:
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
+
+
+HIVECTL = str(Path(sys.executable).with_name("hivectl"))
+
+
+class Daemon:
+    """A real ``hivectl serve`` on a temp root, and the real CLI pointed at it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith("HIVE_")}
+        self.env["HIVE_COMMAND"] = json.dumps(fake_agent_command())
+        self.env["HIVE_GRACE_PERIOD"] = "5"
+        self.env["PATH"] = f"{Path(HIVECTL).parent}:{self.env.get('PATH', '')}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ready_line = ""
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "hive.sock"
+
+    def start(self, *extra: str) -> str:
+        read_end, write_end = os.pipe()
+        self.process = subprocess.Popen(
+            [HIVECTL, "serve", "--root", str(self.root), "--ready-fd", str(write_end), *extra],
+            env=self.env,
+            pass_fds=(write_end,),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        os.close(write_end)
+        try:
+            ready, _, _ = select.select([read_end], [], [], 60)
+            line = os.read(read_end, 256).decode() if ready else ""
+        finally:
+            os.close(read_end)
+        if not line.startswith("ready"):
+            self.process.wait(30)
+            assert self.process.stderr is not None
+            raise AssertionError(f"daemon did not start: {self.process.stderr.read().decode()}")
+        self.ready_line = line.strip()
+        return self.ready_line
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [HIVECTL, "--root", str(self.root), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+
+    def http(self) -> httpx.Client:
+        transport = httpx.HTTPTransport(uds=str(self.socket))
+        return httpx.Client(transport=transport, base_url="http://hive", timeout=60)
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM the daemon (ours, or one a CLI started) and wait for it to exit."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            code = self.process.wait(timeout)
+            if self.process.stderr is not None:
+                self.process.stderr.close()
+            return code
+        holder = DaemonLock(self.root).holder()
+        if holder is not None:
+            os.kill(holder, signal.SIGTERM)
+            assert DaemonLock(self.root).wait_released(timeout)
+        return 0
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop()
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        sessions = self.root / "sessions"
+        if sessions.exists():
+            for entry in sessions.iterdir():
+                for pid in session_processes(entry.name):
+                    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    made = Daemon(tmp_path / "root")
+    yield made
+    made.cleanup()

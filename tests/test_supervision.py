@@ -10,15 +10,11 @@ import pytest
 from hive_actors import Hive
 from hive_actors.testing import FakeClock, inject_crash, session_processes
 
-from .conftest import Recorder, eventually
+from .conftest import Recorder, eventually, process_alive
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return process_alive(pid)
 
 
 @pytest.fixture

@@ -1,0 +1,395 @@
+"""The daemon's HTTP/JSON API (FastAPI): everything the Python API does, plus a live,
+resumable event stream (Server-Sent Events).
+
+Handlers that call the Hive are plain ``def``: they block on actor replies, so FastAPI runs
+them in its thread pool and the event loop stays free for streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hive_actors import __version__
+from hive_actors._hive import Hive
+from hive_actors._models import SessionInfo
+from hive_actors._states import SETTLED
+from hive_actors.errors import (
+    HiveClosed,
+    HiveError,
+    InvalidInput,
+    InvalidTransition,
+    SessionNotFound,
+)
+
+T = TypeVar("T")
+
+MAX_WAIT = 300.0
+"""The longest one wait request blocks; clients wait longer by asking again."""
+LOG_FOLLOW_INTERVAL = 0.1
+"""How often a followed log is checked for growth (like tail -f without inotify)."""
+MAX_TAIL_LINES = 10_000
+
+_ERRORS: list[tuple[type[Exception], int, str]] = [
+    (SessionNotFound, 404, "not_found"),
+    (InvalidInput, 422, "invalid_input"),
+    (InvalidTransition, 409, "invalid_transition"),
+    (HiveClosed, 503, "shutting_down"),
+    (HiveError, 500, "hive_error"),
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateBody(_Body):
+    task: str
+    priority: Literal["high", "medium", "low"] = "medium"
+    metadata: dict[str, Any] | None = None
+    command: list[str] | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] | None = None
+    role: str | None = None
+    persistent: bool = False
+
+
+class StartBody(_Body):
+    args: list[str] | None = None
+
+
+class TerminateBody(_Body):
+    grace: float | None = None
+
+
+class MessageBody(_Body):
+    role: str
+    content: str
+
+
+class FileBody(_Body):
+    path: str
+
+
+class FileIndexBody(_Body):
+    path: str
+    info: dict[str, Any]
+
+
+class CleanupBody(_Body):
+    max_age_hours: float = 24
+
+
+class StatusReply(BaseModel):
+    session_id: str
+    status: str
+
+
+class WaitReply(StatusReply):
+    settled: bool
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    pid: int
+    root: str
+    created: str
+    sessions: int
+    last_seq: int
+
+
+def create_app(
+    hive: Hive, shutdown: Callable[[], None], stopping: asyncio.Event | None = None
+) -> FastAPI:
+    """The API for ``hive``.
+
+    ``shutdown`` is called (from a worker thread) by POST /shutdown; once ``stopping`` is
+    set, open event and log streams end so the daemon can stop without waiting for them.
+    """
+    stopping = stopping or asyncio.Event()
+    app = FastAPI(
+        title="hive_actors",
+        version=__version__,
+        description="Session supervisor for AI coding agents: one isolated workspace, "
+        "database, log and process per session.",
+    )
+
+    for error_type, http_status, code in _ERRORS:
+        app.add_exception_handler(error_type, _error_handler(http_status, code))
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler)
+    _daemon_routes(app, hive, shutdown)
+    _session_routes(app, hive, stopping)
+    _context_routes(app, hive)
+    _event_routes(app, hive, stopping)
+    return app
+
+
+def _daemon_routes(app: FastAPI, hive: Hive, shutdown: Callable[[], None]) -> None:
+
+    @app.get("/health", response_model=Health, tags=["daemon"])
+    def health() -> Health:
+        """Liveness, and what this daemon serves."""
+        stats = hive.stats()
+        return Health(
+            version=__version__,
+            pid=os.getpid(),
+            root=str(hive.root),
+            created=hive.created,
+            sessions=stats.sessions,
+            last_seq=stats.last_seq,
+        )
+
+    @app.post("/shutdown", status_code=202, tags=["daemon"])
+    def shutdown_daemon() -> dict[str, str]:
+        """Stop the daemon: running sessions are terminated with their grace period."""
+        shutdown()
+        return {"status": "shutting_down"}
+
+
+def _session_routes(app: FastAPI, hive: Hive, stopping: asyncio.Event) -> None:
+
+    @app.post("/sessions", response_model=SessionInfo, status_code=201, tags=["sessions"])
+    def create(body: CreateBody) -> SessionInfo:
+        """Create a session (UUID, working dir, memory.db, output dir, log)."""
+        session_id = hive.create_session(
+            body.task,
+            body.priority,
+            body.metadata,
+            command=body.command,
+            args=body.args,
+            env=body.env,
+            role=body.role,
+            persistent=body.persistent,
+        )
+        return hive.get_session_info(session_id)
+
+    @app.get("/sessions", tags=["sessions"])
+    def list_sessions(status: str | None = None) -> dict[str, list[SessionInfo]]:
+        """Every session (or those with ``status``), oldest first."""
+        return {"sessions": hive.list_sessions(status)}
+
+    @app.get("/sessions/{session_id}", response_model=SessionInfo, tags=["sessions"])
+    def get(session_id: str) -> SessionInfo:
+        return hive.get_session_info(session_id)
+
+    @app.get("/sessions/{session_id}/status", response_model=StatusReply, tags=["sessions"])
+    def status(session_id: str) -> StatusReply:
+        """The status word; ``not_found`` (with 200) for an unknown id."""
+        return StatusReply(session_id=session_id.lower(), status=hive.status(session_id))
+
+    @app.post("/sessions/{session_id}/start", response_model=StatusReply, tags=["sessions"])
+    def start(session_id: str, body: StartBody | None = None) -> StatusReply:
+        """Start the agent; answers once the spawn was tried (running, or failed)."""
+        args = None if body is None else body.args
+        result = hive.start_session(session_id, args)
+        return StatusReply(session_id=session_id.lower(), status=result)
+
+    @app.post("/sessions/{session_id}/terminate", response_model=StatusReply, tags=["sessions"])
+    def terminate(session_id: str, body: TerminateBody | None = None) -> StatusReply:
+        """SIGTERM to the agent's group, SIGKILL after the grace period."""
+        grace = None if body is None else body.grace
+        result = hive.terminate_session(session_id, grace)
+        return StatusReply(session_id=session_id.lower(), status=result)
+
+    @app.get("/sessions/{session_id}/wait", response_model=WaitReply, tags=["sessions"])
+    def wait(
+        session_id: str, timeout: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 30.0
+    ) -> WaitReply:
+        """Block until the session is settled or ``timeout`` s pass (then ``settled`` false)."""
+        try:
+            result = hive.wait(session_id, timeout)
+        except TimeoutError:
+            result = hive.status(session_id)
+        return WaitReply(session_id=session_id.lower(), status=result, settled=result in SETTLED)
+
+    @app.get("/sessions/{session_id}/output-dir", tags=["sessions"])
+    def output_dir(session_id: str) -> dict[str, str]:
+        return {"output_dir": hive.output_dir(session_id)}
+
+    @app.get("/sessions/{session_id}/log", tags=["logs"])
+    def log(
+        session_id: str, tail: Annotated[int, Query(ge=0, le=MAX_TAIL_LINES)] = 50
+    ) -> dict[str, Any]:
+        """The log's path, size and last ``tail`` lines."""
+        path = Path(hive.log_file(session_id))
+        size = path.stat().st_size if path.exists() else 0
+        return {"log_file": str(path), "size": size, "tail": _tail(path, tail)}
+
+    @app.get("/sessions/{session_id}/log/stream", tags=["logs"])
+    async def log_stream(
+        session_id: str,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        follow: bool = True,
+    ) -> StreamingResponse:
+        """The log's bytes from ``offset``; with ``follow``, until the session is settled."""
+        path = Path(hive.log_file(session_id))
+        return StreamingResponse(
+            until(stopping, _follow_log(hive, session_id, path, offset, follow)),
+            media_type="text/plain",
+        )
+
+    @app.post("/cleanup", tags=["sessions"])
+    def cleanup(body: CleanupBody | None = None) -> dict[str, Any]:
+        """Remove ended sessions last changed at least ``max_age_hours`` ago."""
+        removed = hive.cleanup(24 if body is None else body.max_age_hours)
+        return {"removed": removed, "count": len(removed)}
+
+
+def _context_routes(app: FastAPI, hive: Hive) -> None:
+    @app.post("/sessions/{session_id}/messages", tags=["context"])
+    def send_message(session_id: str, body: MessageBody) -> dict[str, int]:
+        """Append to the conversation history; answers the event's seq."""
+        return {"seq": hive.send_message(session_id, body.role, body.content)}
+
+    @app.get("/sessions/{session_id}/history", tags=["context"])
+    def history(session_id: str, limit: int | None = None) -> dict[str, Any]:
+        return {"history": hive.context(session_id).history(limit)}
+
+    @app.get("/sessions/{session_id}/context", tags=["context"])
+    def context(session_id: str, budget: int | None = None) -> dict[str, Any]:
+        """History, active files and file index in one object within ``budget`` characters."""
+        return hive.context(session_id).build_context(budget)
+
+    @app.get("/sessions/{session_id}/files", tags=["context"])
+    def active_files(session_id: str) -> dict[str, list[str]]:
+        return {"active_files": hive.context(session_id).active_files()}
+
+    @app.post("/sessions/{session_id}/files", tags=["context"])
+    def add_file(session_id: str, body: FileBody) -> dict[str, list[str]]:
+        return {"active_files": hive.context(session_id).add_file(body.path)}
+
+    @app.delete("/sessions/{session_id}/files", tags=["context"])
+    def remove_file(session_id: str, path: str) -> dict[str, bool]:
+        return {"removed": hive.context(session_id).remove_file(path)}
+
+    @app.get("/sessions/{session_id}/file-index", tags=["context"])
+    def file_index(session_id: str) -> dict[str, Any]:
+        return {"file_index": hive.context(session_id).file_index()}
+
+    @app.put("/sessions/{session_id}/file-index", tags=["context"])
+    def update_file_index(session_id: str, body: FileIndexBody) -> dict[str, Any]:
+        context = hive.context(session_id)
+        context.update_file_index(body.path, body.info)
+        return {"file_index": context.file_index()}
+
+
+def _event_routes(app: FastAPI, hive: Hive, stopping: asyncio.Event) -> None:
+    @app.get("/events", response_class=EventSourceResponse, tags=["events"])
+    async def events(
+        session_id: str | None = None,
+        since: Annotated[int | None, Query(ge=0)] = None,
+        follow: bool = True,
+        last_event_id: Annotated[str | None, Header()] = None,
+    ) -> AsyncIterator[ServerSentEvent]:
+        """Journaled events after ``since`` (or the ``Last-Event-ID`` a reconnecting
+        client sends), then live ones. Each SSE message has ``id`` = seq, ``event`` = type
+        and the event's JSON as ``data``. Without ``since`` or ``Last-Event-ID`` the stream
+        starts with live events only.
+        """
+        start = since
+        if last_event_id is not None and last_event_id.isdigit():
+            start = int(last_event_id)
+        if start is None:
+            start = hive.last_seq
+        async for event in until(stopping, hive.aevents(session_id, start, follow=follow)):
+            yield ServerSentEvent(data=event.to_json_dict(), event=event.type, id=str(event.seq))
+
+
+async def until(stop: asyncio.Event, source: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Items of ``source`` until it ends or ``stop`` is set, whichever comes first."""
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            item = asyncio.ensure_future(anext(source))
+            await asyncio.wait({item, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not item.done():
+                item.cancel()
+                return
+            try:
+                yield item.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        stopped.cancel()
+        await source.aclose()  # type: ignore[attr-defined]
+
+
+def _error_handler(status: int, code: str) -> Callable[[Request, Exception], Any]:
+    async def handle(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": code, "message": str(exc)}, status_code=status)
+
+    return handle
+
+
+async def _http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = "not_found" if exc.status_code == 404 else "http_error"
+    return JSONResponse(
+        {"error": code, "message": str(exc.detail)},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"] if part != "body") or "body"
+        problems.append(f"{where}: {error['msg']}")
+    return JSONResponse({"error": "invalid_input", "message": "; ".join(problems)}, status_code=422)
+
+
+def _tail(path: Path, lines: int) -> str:
+    if lines == 0 or not path.exists():
+        return ""
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        end = handle.tell()
+        block, data = 8192, b""
+        while end > 0 and data.count(b"\n") <= lines:
+            start = max(0, end - block)
+            handle.seek(start)
+            data = handle.read(end - start) + data
+            end = start
+    return b"\n".join(data.splitlines()[-lines:]).decode("utf-8", "replace")
+
+
+async def _follow_log(
+    hive: Hive, session_id: str, path: Path, offset: int, follow: bool
+) -> AsyncIterator[bytes]:
+    position = offset
+    ending = not follow
+    while True:
+        chunk = await asyncio.to_thread(_read_from, path, position)
+        if chunk:
+            position += len(chunk)
+            yield chunk
+            continue
+        if ending:
+            return
+        if hive.status(session_id) in SETTLED:
+            ending = True  # read once more: the agent may have written just before it ended
+            continue
+        await asyncio.sleep(LOG_FOLLOW_INTERVAL)
+
+
+def _read_from(path: Path, position: int, limit: int = 65536) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(position)
+            return handle.read(limit)
+    except FileNotFoundError:
+        return b""

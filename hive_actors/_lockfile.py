@@ -1,0 +1,82 @@
+"""One daemon per root: an flock on ``<root>/daemon.lock`` that also records the holder's pid.
+
+The kernel drops the lock when the holder dies, however it dies, so a stale pid in the file
+never blocks a new daemon, and a waiter is woken the moment the holder exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from pathlib import Path
+
+LOCK_NAME = "daemon.lock"
+
+
+class DaemonLock:
+    def __init__(self, root: Path) -> None:
+        self.path = root / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock and write our pid; False if another process holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def holder(self) -> int | None:
+        """The pid written by the current holder, if the lock is held."""
+        if not self.path.exists() or not self.held():
+            return None
+        with contextlib.suppress(ValueError, OSError):
+            return int(self.path.read_text().strip())
+        return None
+
+    def held(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def wait_released(self, timeout: float) -> bool:
+        """Block until no process holds the lock (woken by the kernel, not by polling)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return True
+        released = threading.Event()
+
+        def take() -> None:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # blocks until the daemon lets go
+            released.set()
+
+        waiter = threading.Thread(target=take, daemon=True)
+        waiter.start()
+        waiter.join(timeout)
+        if released.is_set():
+            os.close(fd)
+        # else: the waiter still blocks on fd; the process is about to report a timeout
+        return released.is_set()

@@ -1,0 +1,461 @@
+"""End to end: a real daemon on a temp root, driven by the real hivectl and by HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import stat
+import subprocess
+import threading
+from pathlib import Path
+
+import httpx
+from httpx_sse import connect_sse
+
+from hive_actors import Hive
+from hive_actors.testing import session_processes
+
+from .conftest import HIVECTL, Daemon, eventually, process_alive
+
+UNKNOWN = "550e8400-e29b-41d4-a716-446655440000"
+SEED_FIELDS = {
+    "session_id",
+    "task",
+    "priority",
+    "created",
+    "updated",
+    "status",
+    "working_dir",
+    "output_dir",
+    "database",
+    "log_file",
+    "metadata",
+}
+
+
+def _create(daemon: Daemon, *args: str) -> str:
+    done = daemon.cli("create", *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_seed_verbs_and_their_outputs(daemon: Daemon) -> None:
+    daemon.start()
+    created = daemon.cli("create", "Build a Rust CLI tool", "high", '{"project":"rust-cli"}')
+    assert created.returncode == 0, created.stderr
+    session_id = created.stdout.strip()
+    assert len(created.stdout.splitlines()) == 1
+    assert len(session_id) == 36
+    metadata = json.loads(created.stderr)
+    assert metadata["session_id"] == session_id
+    assert metadata["metadata"] == {"project": "rust-cli"}
+
+    assert daemon.cli("status", session_id).stdout == "created\n"
+    started = daemon.cli("start", session_id, "--writes", "5")
+    assert (started.returncode, started.stdout) == (0, "running\n")
+    waited = daemon.cli("wait", session_id, "--timeout", "60")
+    assert (waited.returncode, waited.stdout) == (0, "completed\n")
+
+    info = json.loads(daemon.cli("get", session_id).stdout)
+    assert set(info) >= SEED_FIELDS
+    assert (info["status"], info["priority"], info["exit_code"]) == ("completed", "high", 0)
+    assert json.loads(Path(info["output_dir"], "env.json").read_text())["argv"] == json.dumps(
+        ["Build a Rust CLI tool", "--writes", "5"]
+    )
+
+    index = json.loads(daemon.cli("list").stdout)
+    assert set(index) == {"sessions", "created"}
+    assert index["sessions"][session_id] == {
+        "task": "Build a Rust CLI tool",
+        "status": "completed",
+        "created": info["created"],
+        "updated": info["updated"],
+        "dir": info["working_dir"],
+    }
+    assert daemon.cli("output-dir", session_id).stdout == info["output_dir"] + "\n"
+    assert daemon.cli("log", session_id).stdout == info["log_file"] + "\n"
+    tail = daemon.cli("log", session_id, "--tail", "1").stdout
+    assert tail == "fake_agent: exiting with 0\n"
+    assert "exiting with 0" in daemon.cli("log", session_id, "--follow").stdout
+
+    assert daemon.cli("send", session_id, "user", "hello").stdout.strip().isdigit()
+    events = [
+        json.loads(line)
+        for line in daemon.cli("events", session_id, "--no-follow").stdout.splitlines()
+    ]
+    assert [e["type"] for e in events][:2] == ["session.created", "session.status"]
+    assert events[-1] == {**events[-1], "type": "context.message", "content": "hello"}
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+
+    assert daemon.cli("cleanup").stdout == "0\n"  # younger than 24 h
+    assert daemon.cli("cleanup", "0").stdout == "1\n"
+    assert daemon.cli("status", session_id).stdout == "not_found\n"
+
+
+def test_errors_have_one_line_and_a_distinct_exit_code(daemon: Daemon) -> None:
+    daemon.start()
+    session_id = _create(daemon, "t")
+    daemon.cli("start", session_id)
+    daemon.cli("wait", session_id)
+
+    cases = [
+        (("status", UNKNOWN), 0, "not_found\n"),
+        (("get", UNKNOWN), 3, ""),
+        (("status", "../x"), 4, ""),
+        (("create", "t", "urgent"), 4, ""),
+        (("create", "t", "high", "[1,2]"), 4, ""),
+        (("create", ""), 4, ""),
+        (("start", session_id), 6, ""),
+        (("frobnicate",), 2, ""),
+    ]
+    for args, code, stdout in cases:
+        done = daemon.cli(*args)
+        assert done.returncode == code, (args, done.stderr)
+        assert done.stdout == stdout, args
+        if code not in (0, 2):
+            assert done.stderr.startswith("hivectl: "), done.stderr
+            assert done.stderr.count("\n") == 1, done.stderr
+    unreachable = subprocess.run(
+        [HIVECTL, "--root", str(daemon.root / "nowhere"), "--no-autostart", "status", UNKNOWN],
+        capture_output=True,
+        text=True,
+        env=daemon.env,
+        check=False,
+    )
+    assert unreachable.returncode == 5
+    assert "no hive daemon answers" in unreachable.stderr
+
+
+def test_wait_and_run_exit_codes(daemon: Daemon) -> None:
+    daemon.start()
+    failing = _create(daemon, "doomed")
+    daemon.cli("start", failing, "--exit", "3")
+    assert daemon.cli("wait", failing).returncode == 1
+    sleeper = _create(daemon, "slow")
+    daemon.cli("start", sleeper, "--sleep", "inf")
+    timed_out = daemon.cli("wait", sleeper, "--timeout", "0.2")
+    assert timed_out.returncode == 124
+    assert daemon.cli("terminate", sleeper, "--grace", "0").stdout in ("stopping\n", "terminated\n")
+    assert daemon.cli("wait", sleeper).stdout == "terminated\n"
+
+    agent = [*json.loads(daemon.env["HIVE_COMMAND"])[:3], "--exit", "3", "run task"]
+    ran = daemon.cli("run", "run task", "--priority", "high", "--meta", '{"a": 1}', "--", *agent)
+    assert ran.returncode == 3, ran.stderr
+    assert "starting task 'run task'" in ran.stdout  # the agent's log, streamed
+    assert "hivectl: running" in ran.stderr
+    assert "hivectl: failed (exited with code 3)" in ran.stderr
+    missing = daemon.cli("run", "x", "--", "/nonexistent/agent")
+    assert missing.returncode == 127
+    assert "/nonexistent/agent" in missing.stderr
+
+
+def test_cli_starts_a_daemon_when_none_runs_and_shutdown_stops_it(daemon: Daemon) -> None:
+    session_id = _create(daemon, "autostarted")
+    holder = json.loads(daemon.cli("health").stdout)["pid"]
+    created = daemon.cli("status", session_id)
+    assert created.stdout == "created\n"
+    assert "started one" not in created.stderr  # only the first command started it
+    first = daemon.cli("create", "second")
+    assert first.returncode == 0
+    stopped = daemon.cli("shutdown")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped" in stopped.stderr
+    assert not daemon.socket.exists()
+    # Its work is done once the lock is free; the interpreter itself may take a moment more.
+    eventually(lambda: not process_alive(holder))
+    assert "no daemon serves" in daemon.cli("shutdown").stderr
+
+
+def test_socket_is_owner_only_and_http_over_it_does_everything(daemon: Daemon) -> None:
+    daemon.start()
+    assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o600
+    with daemon.http() as http:
+        assert http.get("/health").json()["status"] == "ok"
+        schema = http.get("/openapi.json").json()
+        assert {"/sessions", "/sessions/{session_id}/start", "/events"} <= set(schema["paths"])
+        info = http.post("/sessions", json={"task": "over http", "args": ["--sleep", "0"]}).json()
+        session_id = info["session_id"]
+        assert http.post(f"/sessions/{session_id}/start", json={}).json()["status"] == "running"
+        assert http.get(f"/sessions/{session_id}/wait", params={"timeout": 60}).json() == {
+            "session_id": session_id,
+            "status": "completed",
+            "settled": True,
+        }
+        log = http.get(f"/sessions/{session_id}/log", params={"tail": 1}).json()
+        assert log["tail"] == "fake_agent: exiting with 0"
+        assert (
+            http.post(
+                f"/sessions/{session_id}/messages", json={"role": "user", "content": "hi"}
+            ).status_code
+            == 200
+        )
+        assert http.post(f"/sessions/{session_id}/files", json={"path": "src/a.rs"}).json() == {
+            "active_files": ["src/a.rs"]
+        }
+        context = http.get(f"/sessions/{session_id}/context").json()
+        assert context["history"][0]["content"] == "hi"
+        bad = http.post("/sessions", json={"task": "", "priority": "urgent"})
+        assert bad.status_code == 422
+        assert bad.json()["error"] == "invalid_input"
+        assert "priority" in bad.json()["message"]
+        assert http.get(f"/sessions/{UNKNOWN}").json()["error"] == "not_found"
+        assert http.post(f"/sessions/{session_id}/start", json={}).status_code == 409
+        assert http.get("/sessions/not-a-uuid/status").status_code == 422
+
+
+def test_twenty_concurrent_clients_in_separate_processes(daemon: Daemon) -> None:
+    daemon.start()
+    script = (
+        'U=$(hivectl --root "$1" create "concurrent $2" medium) && '
+        'hivectl --root "$1" start "$U" >/dev/null && echo "$U"'
+    )
+    clients = [
+        subprocess.Popen(
+            ["bash", "-c", script, "client", str(daemon.root), str(index)],
+            env=daemon.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(20)
+    ]
+    ids = []
+    for client in clients:
+        out, err = client.communicate(timeout=120)
+        assert client.returncode == 0, err
+        ids.append(out.strip())
+    assert len(set(ids)) == 20
+    for session_id in ids:
+        assert daemon.cli("wait", session_id, "--timeout", "120").stdout == "completed\n"
+    logs = list((daemon.root / "logs").glob("*.log"))
+    assert len(logs) == 20
+    for log in logs:
+        text = log.read_text().lower()
+        assert "locked" not in text
+        assert "sqlite_busy" not in text
+
+
+def test_event_stream_resumes_from_last_seq_exactly_once(daemon: Daemon) -> None:
+    daemon.start()
+    with daemon.http() as http:
+        first = http.post("/sessions", json={"task": "one"}).json()["session_id"]
+        http.post(f"/sessions/{first}/start", json={})
+        http.get(f"/sessions/{first}/wait", params={"timeout": 60})
+        total = http.get("/health").json()["last_seq"]
+        seen: list[int] = []
+        with connect_sse(http, "GET", "/events", params={"since": 0}) as source:
+            for message in source.iter_sse():
+                seen.append(int(message.id))
+                if len(seen) == 3:
+                    break  # the client drops the connection
+        second = http.post("/sessions", json={"task": "two"}).json()["session_id"]
+        http.post(f"/sessions/{second}/start", json={})
+        http.get(f"/sessions/{second}/wait", params={"timeout": 60})
+        total = http.get("/health").json()["last_seq"]
+        headers = {"Last-Event-ID": str(seen[-1])}
+        with connect_sse(http, "GET", "/events", headers=headers) as source:
+            for message in source.iter_sse():
+                seen.append(int(message.id))
+                assert message.event == json.loads(message.data)["type"]
+                if int(message.id) == total:
+                    break
+        assert seen == list(range(1, total + 1))
+        # Filtered by session: only that session's events.
+        with connect_sse(
+            http, "GET", "/events", params={"since": 0, "session_id": second, "follow": "false"}
+        ) as source:
+            assert {json.loads(m.data)["session_id"] for m in source.iter_sse()} == {second}
+
+
+def test_tcp_needs_the_bearer_token(daemon: Daemon) -> None:
+    ready = daemon.start("--tcp", "127.0.0.1:0")
+    address = ready.split()[1]
+    assert address.startswith("127.0.0.1:")
+    token_file = daemon.root / "token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    token = token_file.read_text().strip()
+    url = f"http://{address}"
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
+        refused = httpx.post(f"{url}/sessions", json={"task": "sneaky"}, headers=headers)
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == "Bearer"
+    with daemon.http() as http:
+        assert http.get("/sessions").json()["sessions"] == []  # nothing was created
+    good = {"Authorization": f"Bearer {token}"}
+    assert httpx.post(f"{url}/sessions", json={"task": "ok"}, headers=good).status_code == 201
+    listed = subprocess.run(
+        [HIVECTL, "--url", url, "--token", token, "list"],
+        capture_output=True,
+        text=True,
+        env=daemon.env,
+        check=True,
+    )
+    assert len(json.loads(listed.stdout)["sessions"]) == 1
+
+
+def test_a_second_daemon_on_the_same_root_is_refused(daemon: Daemon) -> None:
+    daemon.start()
+    pid = daemon.process.pid if daemon.process else 0
+    second = daemon.cli("serve")
+    assert second.returncode == 6
+    assert f"a daemon (pid {pid}) already serves {daemon.root}" in second.stderr
+    assert daemon.cli("health").returncode == 0  # the first one is untouched
+
+
+def test_sigterm_stops_every_agent_and_leaves_a_consistent_registry(daemon: Daemon) -> None:
+    daemon.start()
+    running = [_create(daemon, f"long {i}") for i in range(3)]
+    for session_id in running:
+        assert daemon.cli("start", session_id, "--sleep", "inf").stdout == "running\n"
+    waiting = _create(daemon, "never started")
+    assert all(session_processes(i) for i in running)
+    assert daemon.stop() == 0
+    assert not daemon.socket.exists()
+    for session_id in running:
+        assert session_processes(session_id) == []
+    with Hive(root=daemon.root) as hive:
+        for session_id in running:
+            info = hive.get_session_info(session_id)
+            assert (info.status, info.reason) == ("terminated", "shutdown")
+        assert hive.status(waiting) == "created"
+
+
+def _seed_script(text: str, root: Path) -> str:
+    return f'set -u\nexport HIVE_ROOT="{root}"\ncd "{root.parent}"\n' + text
+
+
+WORKFLOW = r"""
+# The seed's "Complete Workflow Example", with
+# `docker exec [-d] multi-agent-container /app/scripts/hive-session-manager.sh` -> `hivectl`
+# and the host path of the mounted ext/ dir -> the OUTPUT_DIR it printed.
+
+# 1. Create session
+UUID=$(hivectl create \
+  "Build web scraper in Python" \
+  "high" \
+  '{"requester":"api","timeout":3600}')
+
+echo "Created session: $UUID"
+
+# 2. Start hive-mind spawn (background)
+hivectl start $UUID
+
+# 3. Monitor status
+while true; do
+  STATUS=$(hivectl status $UUID)
+
+  echo "Status: $STATUS"
+
+  if [[ "$STATUS" == "completed" || "$STATUS" == "failed" ]]; then
+    break
+  fi
+
+  sleep 1
+done
+
+# 4. Get results
+if [ "$STATUS" = "completed" ]; then
+  OUTPUT_DIR=$(hivectl output-dir $UUID)
+
+  echo "Task completed! Output at: $OUTPUT_DIR"
+
+  # Copy results from mounted ext/ directory
+  cp -r "$OUTPUT_DIR/" ./results/
+
+else
+  # Get error logs
+  LOG_FILE=$(hivectl log $UUID)
+
+  echo "Task failed. Logs:"
+  tail -50 "$LOG_FILE"
+fi
+"""
+
+CONCURRENT = r"""
+# The seed's "Test Multiple Concurrent Spawns", same replacement; the container checks
+# become checks of the daemon, and the lock grep runs over the session logs.
+UUID1=$(hivectl create "task 1")
+UUID2=$(hivectl create "task 2")
+UUID3=$(hivectl create "task 3")
+
+hivectl start $UUID1
+hivectl start $UUID2
+hivectl start $UUID3
+
+# Daemon should NOT crash
+hivectl health > /dev/null && echo "daemon Up"
+
+# Check for lock errors
+for U in $UUID1 $UUID2 $UUID3; do [ "$(hivectl wait $U)" = completed ] || exit 1; done
+grep -i "lock\|SQLITE_BUSY" "$HIVE_ROOT"/logs/*.log && exit 1
+# Should find NOTHING
+find "$HIVE_ROOT/sessions" -name "memory.db" | wc -l
+"""
+
+
+def test_the_seeds_workflow_script_runs_with_hivectl(daemon: Daemon) -> None:
+    daemon.start()
+    done = subprocess.run(
+        ["bash", "-c", _seed_script(WORKFLOW, daemon.root)],
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Task completed! Output at: " in done.stdout
+    assert (
+        daemon.root.parent / "results" / "result.txt"
+    ).read_text() == "Build web scraper in Python"
+
+
+def test_the_seeds_concurrent_spawn_script_runs_with_hivectl(daemon: Daemon) -> None:
+    done = subprocess.run(
+        ["bash", "-c", _seed_script(CONCURRENT, daemon.root)],
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "daemon Up" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "3"  # three separate memory.db files
+    assert "started one" in done.stderr  # the first hivectl started the daemon
+
+
+def test_events_verb_streams_until_interrupted(daemon: Daemon) -> None:
+    daemon.start()
+    session_id = _create(daemon, "streamed")
+    follower = subprocess.Popen(
+        [HIVECTL, "--root", str(daemon.root), "events", session_id, "--since", "0"],
+        env=daemon.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert follower.stdout is not None
+    lines: list[dict] = []
+    reader = threading.Thread(
+        target=lambda: [lines.append(json.loads(line)) for line in follower.stdout]  # type: ignore[union-attr]
+    )
+    reader.start()
+    daemon.cli("start", session_id)
+    daemon.cli("wait", session_id)
+    daemon.cli("send", session_id, "user", "last")
+    with daemon.http() as http:
+        last = http.get("/health").json()["last_seq"]
+    eventually(lambda: bool(lines) and lines[-1]["seq"] == last)
+    follower.send_signal(signal.SIGINT)
+    assert follower.wait(10) == 130
+    reader.join(10)
+    follower.stdout.close()
+    assert follower.stderr is not None
+    follower.stderr.close()
+    assert [e["to"] for e in lines if e["type"] == "session.status"] == [
+        "created",
+        "starting",
+        "running",
+        "completed",
+    ]

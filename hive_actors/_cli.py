@@ -235,12 +235,12 @@ def _run(options: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     status = _wait_settled(client, session_id, None)
     watcher.join(10)
-    progress.stop()
     final = client.call("GET", f"/sessions/{session_id}")
+    progress.note(f"{status} ({final['detail']})" if final.get("detail") else status)
+    progress.stop()
     if status == "completed":
         return EXIT_OK
     if final["reason"] == "spawn_error":
-        progress.note(final["detail"])
         return EXIT_SPAWN_ERROR
     code = final.get("exit_code")
     return code if isinstance(code, int) and code != 0 else EXIT_FAILED
@@ -364,10 +364,9 @@ class _Progress:
                 if event["type"] != "session.status" or event["to"] == "created":
                     continue
                 self._status = event["to"]
-                detail = f" ({event['detail']})" if event.get("detail") else ""
-                self.note(f"{event['to']}{detail}")
                 if event["to"] in SETTLED:
-                    return
+                    return  # said by run() once the log is drained, so it comes last
+                self.note(event["to"])
 
     def write_output(self, chunk: bytes) -> None:
         with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 _REPLY_TIMEOUT = 60.0
+_STOP_MARGIN = 10.0
+"""How long past the grace period close() waits for agents to be reaped."""
 """The longest an API call waits for an actor's answer; actors answer in milliseconds."""
 
 
@@ -139,10 +142,13 @@ class Hive:
                     self._terminate(session_id, grace, "shutdown")
                 except HiveError:
                     log.exception("could not stop session at shutdown", session_id=session_id)
+            deadline = time.monotonic() + grace + _STOP_MARGIN
             for session_id in running:
                 try:
                     self._core.table.wait_for(
-                        session_id, lambda info: info.status in TERMINAL, grace + 10
+                        session_id,
+                        lambda info: info.status in TERMINAL,
+                        max(0.0, deadline - time.monotonic()),
                     )
                 except TimeoutError:
                     log.error("session did not stop at shutdown", session_id=session_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import threading
 from collections.abc import Callable
 
@@ -51,14 +52,19 @@ class Reaper:
             return len(self._by_session)
 
     def close(self) -> None:
+        """Stop watching; an agent still alive now is killed and reaped, never orphaned."""
         self._closed = True
         os.write(self._wake_write, b"x")
         self._thread.join(5)
         with self._lock:
-            for fd in self._by_fd:
-                os.close(fd)
+            left = list(self._by_fd.items())
             self._by_fd.clear()
             self._by_session.clear()
+        for fd, (process, _on_exit) in left:
+            log.error("agent still alive at close; killing it", session_id=process.session_id)
+            process.signal_group(signal.SIGKILL)
+            process.reap()
+            os.close(fd)
         self._epoll.close()
         os.close(self._wake_read)
         os.close(self._wake_write)
@@ -68,13 +74,18 @@ class Reaper:
             for fd, _mask in self._epoll.poll():
                 if fd == self._wake_read:
                     continue
-                self._exited(fd)
+                try:
+                    self._exited(fd)
+                except Exception:  # one bad entry must never stop the reaper for all
+                    log.exception("reaper failed on one agent", fd=fd)
 
     def _exited(self, fd: int) -> None:
-        self._epoll.unregister(fd)
-        os.close(fd)
+        # Forget the fd before closing it: once closed, watch() may get the same number
+        # for another agent, and this entry must not be confused with that one.
         with self._lock:
             process, on_exit = self._by_fd.pop(fd)
+        self._epoll.unregister(fd)
+        os.close(fd)
         returncode = process.reap()
         with self._lock:
             if self._by_session.get(process.session_id) is process:

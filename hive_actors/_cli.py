@@ -256,6 +256,7 @@ def _serve(options: argparse.Namespace) -> int:
             tcp=options.tcp,
             token=options.token,
             ready_fd=options.ready_fd,
+            leave_running=options.leave_running,
         )
     )
     return EXIT_OK
@@ -500,6 +501,11 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one statement per o
 
     sub = verb("serve", _serve, "run the daemon in the foreground")
     sub.add_argument("--tcp", metavar="[HOST:]PORT", help="also listen on TCP (bearer token)")
+    sub.add_argument(
+        "--leave-running",
+        action="store_true",
+        help="on stop, leave running agents for the next daemon to re-adopt",
+    )
     sub.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
     sub = verb("shutdown", _shutdown, "stop the daemon of the root")

@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -45,6 +45,9 @@ class HiveConfig(BaseModel):
     max_message_bytes: Annotated[int, Field(ge=1, le=16 * 1024 * 1024)] = 256 * 1024
     context_budget: Annotated[int, Field(ge=256, le=100_000_000)] = 32_000
     """Default size, in characters of JSON, of what ``build_context`` returns."""
+    shutdown: Literal["terminate", "leave"] = "terminate"
+    """What closing the Hive does to running agents: terminate them (grace period, reason
+    ``shutdown``), or leave them running for the next Hive on this root to re-adopt."""
 
     @field_validator("command", mode="before")
     @classmethod

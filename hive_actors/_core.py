@@ -50,9 +50,9 @@ class HiveCore:
         self.reaper = Reaper()
         self.timers = Timers(clock)
 
-    def close(self) -> None:
+    def close(self, leave_running: bool = False) -> None:
         self.pool.shutdown()
-        self.reaper.close()
+        self.reaper.close(leave_running)
         self.timers.close()
         self.registry.close()
 

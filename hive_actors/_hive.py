@@ -126,15 +126,17 @@ class Hive:
         """Terminate every session still running (reason ``shutdown``) and stop the tree.
 
         Idempotent. Sessions that are created, idle or queued stay as they are, for the
-        next Hive on this root to pick up.
+        next Hive on this root to pick up. With ``shutdown="leave"`` running agents are
+        left running too: the next Hive re-adopts them (or records how they ended).
         """
         with self._close_lock:
             if self._closed:
                 return
+            leave = self.config.shutdown == "leave"
             running = [
                 info.session_id
                 for info in self._core.table.all()
-                if info.status in (Status.STARTING, Status.RUNNING, Status.STOPPING)
+                if info.status in (Status.STARTING, Status.RUNNING, Status.STOPPING) and not leave
             ]
             grace = self.config.grace_period if grace is None else _grace(grace)
             for session_id in running:
@@ -156,14 +158,14 @@ class Hive:
             for subscription in list(self._subscriptions.values()):
                 subscription.close()
             self._subscriptions.clear()
-            self._shutdown_tree()
+            self._shutdown_tree(leave_running=leave)
 
-    def _shutdown_tree(self) -> None:
+    def _shutdown_tree(self, leave_running: bool = False) -> None:
         with contextlib.suppress(pykka.ActorDeadError):
             self._manager.stop(block=True, timeout=_REPLY_TIMEOUT)
         if not self._core.pool.wait_idle(_REPLY_TIMEOUT):
             log.error("actors still alive at shutdown", count=self._core.pool.live_actors)
-        self._core.close()
+        self._core.close(leave_running)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -237,11 +239,12 @@ class Hive:
             raise self._gone(info.session_id, Status.STARTING) from None
 
     def terminate_session(self, session_id: str, grace: float | None = None) -> str:
-        """Stop a session: SIGTERM to its agent's process group, SIGKILL after ``grace`` s.
+        """Stop a session: SIGTERM to its agent's processes, SIGKILL after ``grace`` s.
 
-        Returns at once with the status: ``stopping`` while the agent is given its grace,
-        ``terminated`` if nothing was running. A session already ended is left as it is
-        and its status returned. ``wait`` blocks until it is over.
+        Returns once the stop signal has been sent, with the status: ``stopping`` while
+        the agent is given its grace, ``terminated`` if nothing was running. A session
+        already ended is left as it is and its status returned. ``wait`` blocks until it
+        is over.
         """
         session_id = _validate.session_id(session_id)
         return self._terminate(session_id, None if grace is None else _grace(grace), "requested")
@@ -493,8 +496,8 @@ class Hive:
             return SessionNotFound(session_id)
         return InvalidTransition(session_id, info.status, target, TRANSITIONS[info.status])
 
-    def _start_child(self, info: SessionInfo) -> None:
-        self._ask(self._manager, Call("start_child", (info,), {"new": False}))
+    def _start_child(self, info: SessionInfo, adopt: bool) -> None:
+        self._ask(self._manager, Call("start_child", (info,), {"new": False, "adopt": adopt}))
 
     def _ask(self, actor: pykka.ActorRef[Any], call: Call) -> Any:
         return self._tell_and_wait(actor, call, call.reply)

@@ -49,11 +49,12 @@ class SessionManager(PooledActor):
             with contextlib.suppress(pykka.ActorDeadError):
                 ref.stop(block=False)
 
-    def start_child(self, info: SessionInfo, *, new: bool) -> None:
-        """Start the supervisor of a session; ``new`` sessions are registered first."""
+    def start_child(self, info: SessionInfo, *, new: bool, adopt: bool = False) -> None:
+        """Start the supervisor of a session; ``new`` sessions are registered first;
+        ``adopt`` re-attaches to the agent an earlier hive left running."""
         if new:
             self._core.register(info)
-        ref = SessionSupervisor.start(self._core.pool, self.actor_ref, self._core, info)
+        ref = SessionSupervisor.start(self._core.pool, self.actor_ref, self._core, info, adopt)
         self._children[info.session_id] = ref
         self._by_urn[ref.actor_urn] = info.session_id
         self._core.table.set_supervisor(info.session_id, ref)

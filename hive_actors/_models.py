@@ -33,6 +33,9 @@ class SessionInfo(BaseModel):
     log_file: str
     metadata: dict[str, Any] = Field(default_factory=dict)
     pid: int | None = None
+    """The pid of the running agent's process group leader (the shim), while it runs."""
+    pid_start: int | None = None
+    """That process's start time (clock ticks since boot): pid + start time identify it."""
     exit_code: int | None = None
     reason: str | None = None
     """Why the session reached its status, as a word: ``exited``, ``exit_code``,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import subprocess
 import threading
 from collections.abc import Callable
 
@@ -19,7 +20,14 @@ from hive_actors._process import AgentProcess
 
 log = structlog.get_logger(__name__)
 
-ExitCallback = Callable[[AgentProcess, int], None]
+ExitCallback = Callable[[AgentProcess, int | None], None]
+
+_LEFT_RUNNING: list[subprocess.Popen[bytes]] = []
+"""Handles of agents a closing hive left running on purpose (``shutdown="leave"``).
+
+Dropping them would make Python warn about, and later reap, children we meant to leave;
+the next hive re-adopts them by pid and start time.
+"""
 
 
 class Reaper:
@@ -35,8 +43,13 @@ class Reaper:
         self._thread.start()
 
     def watch(self, process: AgentProcess, on_exit: ExitCallback) -> None:
-        """Call ``on_exit(process, returncode)`` from the reaper thread once it has exited."""
-        fd = os.pidfd_open(process.pid)
+        """Call ``on_exit(process, exit_code)`` once it has exited (from the reaper thread,
+        or at once from this one if it is already gone)."""
+        try:
+            fd = os.pidfd_open(process.pid)
+        except ProcessLookupError:  # an adopted agent that ended since it was checked
+            on_exit(process, process.reap())
+            return
         with self._lock:
             self._by_fd[fd] = (process, on_exit)
             self._by_session[process.session_id] = process
@@ -51,8 +64,9 @@ class Reaper:
         with self._lock:
             return len(self._by_session)
 
-    def close(self) -> None:
-        """Stop watching; an agent still alive now is killed and reaped, never orphaned."""
+    def close(self, leave_running: bool = False) -> None:
+        """Stop watching. An agent still alive now is killed and reaped, never orphaned,
+        unless ``leave_running``: then its shim records its end for the next hive."""
         self._closed = True
         os.write(self._wake_write, b"x")
         self._thread.join(5)
@@ -61,9 +75,13 @@ class Reaper:
             self._by_fd.clear()
             self._by_session.clear()
         for fd, (process, _on_exit) in left:
-            log.error("agent still alive at close; killing it", session_id=process.session_id)
-            process.signal_group(signal.SIGKILL)
-            process.reap()
+            if leave_running:
+                if process.popen is not None:
+                    _LEFT_RUNNING.append(process.popen)
+            else:
+                log.error("agent alive at close; killing it", session_id=process.session_id)
+                process.signal_group(signal.SIGKILL)
+                process.reap()
             os.close(fd)
         self._epoll.close()
         os.close(self._wake_read)
@@ -86,11 +104,11 @@ class Reaper:
             process, on_exit = self._by_fd.pop(fd)
         self._epoll.unregister(fd)
         os.close(fd)
-        returncode = process.reap()
+        exit_code = process.reap()
         with self._lock:
             if self._by_session.get(process.session_id) is process:
                 del self._by_session[process.session_id]
         try:
-            on_exit(process, returncode)
+            on_exit(process, exit_code)
         except Exception:
             log.exception("exit callback failed", session_id=process.session_id)

@@ -1,39 +1,88 @@
-"""What a Hive does on start with the sessions an earlier Hive on the same root left."""
+"""What a Hive does on start with the sessions an earlier Hive on the same root left.
+
+Every session that was not settled is reconciled, and what a subscriber would have seen
+is announced with ``recovered`` set:
+
+* created, queued, idle: picked up as they were;
+* starting, running, stopping with an exit status the shim recorded: that outcome;
+* with its agent still alive (same pid *and* start time): re-adopted, its exit recorded
+  when it comes (a stop that had begun goes on);
+* otherwise: failed, reason ``lost``. Processes of a start that was never confirmed are
+  found by their session marker and stopped, so nothing runs twice.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 
 from hive_actors._core import HiveCore
 from hive_actors._models import SessionInfo
+from hive_actors._process import (
+    describe_exit,
+    killed_by_signal,
+    process_start_time,
+    read_status,
+    session_processes,
+)
+from hive_actors._runner import status_file
 from hive_actors._states import TERMINAL, Status
 
 log = structlog.get_logger(__name__)
 
 RESUMABLE = frozenset({Status.CREATED, Status.QUEUED, Status.IDLE})
 
+StartChild = Callable[[SessionInfo, bool], None]
 
-def recover(core: HiveCore, start_child: Callable[[SessionInfo], None]) -> None:
-    """Load every session from the registry and give each non-terminal one its supervisor.
 
-    A session left ``starting``, ``running`` or ``stopping`` had its agent run by a Hive
-    that ended without recording the outcome; it is marked ``failed``, reason ``lost``,
-    and the events say ``recovered``.
-    """
+def recover(core: HiveCore, start_child: StartChild) -> None:
+    """Load every session from the registry and reconcile the unsettled ones."""
     for info in core.registry.sessions():
         core.table.put(info)
-    for info in core.table.all():
-        if info.status in TERMINAL:
-            continue
+    unsettled = [info for info in core.table.all() if info.status not in TERMINAL]
+    unconfirmed = {
+        info.session_id for info in unsettled if info.status not in RESUMABLE and info.pid is None
+    }
+    strays = session_processes(unconfirmed) if unconfirmed else {}
+    for info in unsettled:
         if info.status in RESUMABLE:
-            start_child(info)
+            start_child(info, False)
             continue
-        detail = (
-            f"the hive running this session stopped while it was {info.status}"
-            + (f" (agent pid {info.pid})" if info.pid else "")
-            + "; its outcome was not recorded"
-        )
-        log.warning("session lost", session_id=info.session_id, detail=detail)
-        core.commit(info, Status.FAILED, reason="lost", detail=detail, pid=None, recovered=True)
+        code = read_status(status_file(Path(info.working_dir), info.runs))
+        if code is not None:
+            _record_outcome(core, info, code, start_child)
+        elif info.pid is not None and process_start_time(info.pid) == info.pid_start:
+            log.info("re-adopting agent", session_id=info.session_id, pid=info.pid)
+            start_child(info, True)
+        else:
+            detail = describe_exit(None)
+            for pid in strays.get(info.session_id, []):
+                os.kill(pid, signal.SIGKILL)
+                detail = "its start was never confirmed; its processes were stopped"
+            log.warning("session lost", session_id=info.session_id, detail=detail)
+            core.commit(info, Status.FAILED, reason="lost", detail=detail, pid=None, recovered=True)
+
+
+def _record_outcome(core: HiveCore, info: SessionInfo, code: int, start_child: StartChild) -> None:
+    """The run ended while no hive watched; its shim left ``code``."""
+    detail = describe_exit(code)
+    if info.status is Status.STARTING:  # spawned, but the spawn was never recorded
+        info = core.commit(info, Status.RUNNING, reason="spawned", recovered=True)
+    if info.status is Status.STOPPING:
+        outcome = Status.FAILED if info.reason == "restart_intensity" else Status.TERMINATED
+        reason = info.reason or "requested"
+    elif code == 0:
+        outcome = Status.IDLE if info.persistent else Status.COMPLETED
+        reason = "exited"
+    else:
+        outcome = Status.FAILED
+        reason = "signal" if killed_by_signal(code) else "exit_code"
+    info = core.commit(
+        info, outcome, reason=reason, detail=detail, exit_code=code, pid=None, recovered=True
+    )
+    if outcome is Status.IDLE:
+        start_child(info, False)

@@ -14,8 +14,9 @@ from typing import Any
 
 import pykka
 import structlog
+from pykka import ThreadingFuture
 
-from hive_actors._process import AgentProcess
+from hive_actors._process import AgentProcess, read_status
 from hive_actors._reaper import Reaper
 from hive_actors._runtime import ActorPool
 from hive_actors._supervision import Child
@@ -32,14 +33,26 @@ class Spawn:
 
 
 @dataclass(frozen=True, slots=True)
+class Adopt:
+    """Watch the agent an earlier hive started (after a restart of the daemon)."""
+
+    run: int
+    pid: int
+    start_time: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Stop:
     grace: float
+    reply: ThreadingFuture[str] | None = None
+    """Settled with "stopping" once the stop signal has been sent."""
 
 
 @dataclass(frozen=True, slots=True)
 class Spawned:
     run: int
     pid: int
+    start_time: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +64,13 @@ class SpawnFailed:
 @dataclass(frozen=True, slots=True)
 class Exited:
     run: int
-    returncode: int
+    exit_code: int | None
+    """Shell convention (128+N: killed by signal N); None when nobody knows it."""
+
+
+def status_file(working_dir: Path, run: int) -> Path:
+    """Where the shim of run ``run`` writes the agent's exit status."""
+    return working_dir / ".hive" / f"run-{run}.exit"
 
 
 class ProcessRunner(Child):
@@ -82,10 +101,14 @@ class ProcessRunner(Child):
     def handle(self, message: Any) -> Any:
         if isinstance(message, Spawn):
             self._spawn(message)
+        elif isinstance(message, Adopt):
+            self._adopt(message)
         elif isinstance(message, Stop):
             process = self._reaper.find(self._session_id)
             if process is not None:
                 process.stop(message.grace, self._timers)
+            if message.reply is not None:
+                message.reply.set("stopping")
         else:
             super().handle(message)
 
@@ -98,6 +121,7 @@ class ProcessRunner(Child):
                 self._working_dir,
                 message.env,
                 self._log_file,
+                status_file(self._working_dir, message.run),
             )
         except OSError as exc:
             detail = f"cannot start {message.argv[0]!r}: {exc.strerror or exc}"
@@ -105,7 +129,7 @@ class ProcessRunner(Child):
             return
         # Told before the reaper watches, so the supervisor always hears Spawned first.
         parent = self._parent
-        parent.tell(Spawned(message.run, process.pid))
+        parent.tell(Spawned(message.run, process.pid, process.start_time))
         try:
             self._reaper.watch(process, lambda done, code: parent.tell(Exited(done.run, code)))
         except OSError:
@@ -113,3 +137,15 @@ class ProcessRunner(Child):
             log.exception("cannot watch agent; killing it", session_id=self._session_id)
             process.signal_group(signal.SIGKILL)
             parent.tell(Exited(message.run, process.reap()))
+
+    def _adopt(self, message: Adopt) -> None:
+        status = status_file(self._working_dir, message.run)
+        process = AgentProcess.adopt(
+            self._session_id, message.run, message.pid, message.start_time, status
+        )
+        parent = self._parent
+        if process is None:  # it ended (or its pid now belongs to another process)
+            parent.tell(Exited(message.run, read_status(status)))
+            return
+        log.info("re-adopted agent", session_id=self._session_id, pid=process.pid)
+        self._reaper.watch(process, lambda done, code: parent.tell(Exited(done.run, code)))

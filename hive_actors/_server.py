@@ -55,6 +55,7 @@ class ServeOptions:
     tcp: str | None = None
     token: str | None = None
     ready_fd: int | None = None
+    leave_running: bool = False
 
 
 def parse_tcp(value: str) -> tuple[str, int]:
@@ -86,7 +87,7 @@ def serve(options: ServeOptions) -> None:
         if options.tcp is not None:
             listeners.append(socket.create_server(parse_tcp(options.tcp), backlog=128))
             token = _token(config.root, options.token)
-        hive = Hive(root=config.root)
+        hive = Hive(root=config.root, shutdown="leave" if options.leave_running else None)
         try:
             asyncio.run(_run(hive, listeners, token, options.ready_fd, path))
         finally:

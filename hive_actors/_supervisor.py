@@ -30,8 +30,16 @@ from pykka import ThreadingFuture
 from hive_actors._context import Context, ContextManager
 from hive_actors._core import HiveCore
 from hive_actors._models import SessionInfo, SessionRestartEvent
-from hive_actors._process import build_argv, describe_exit, exit_code_of
-from hive_actors._runner import Exited, ProcessRunner, Spawn, Spawned, SpawnFailed, Stop
+from hive_actors._process import build_argv, describe_exit, killed_by_signal
+from hive_actors._runner import (
+    Adopt,
+    Exited,
+    ProcessRunner,
+    Spawn,
+    Spawned,
+    SpawnFailed,
+    Stop,
+)
 from hive_actors._runtime import ActorPool
 from hive_actors._states import TERMINAL, TRANSITIONS, Status
 from hive_actors._supervision import Call, Child, ChildFailed, InjectCrash, RestartIntensity
@@ -94,11 +102,17 @@ class SessionSupervisor(Child):
     child_name = "session"
 
     def __init__(
-        self, pool: ActorPool, parent: pykka.ActorRef[Any], core: HiveCore, info: SessionInfo
+        self,
+        pool: ActorPool,
+        parent: pykka.ActorRef[Any],
+        core: HiveCore,
+        info: SessionInfo,
+        adopt: bool = False,
     ) -> None:
         super().__init__(pool, parent)
         self._core = core
         self._info = info
+        self._adopt = adopt
         config = core.config
         self._intensity = RestartIntensity(config.max_restarts, config.restart_window, core.clock)
         self._children: dict[str, pykka.ActorRef[Any]] = {}
@@ -114,6 +128,19 @@ class SessionSupervisor(Child):
     def on_start(self) -> None:
         self._start_child("context")
         self._start_child("runner")
+        if self._adopt:
+            self._resume_after_restart()
+
+    def _resume_after_restart(self) -> None:
+        """Watch the agent an earlier hive left running; finish a stop it had begun."""
+        info = self._info
+        assert info.pid is not None
+        if info.status is Status.STOPPING:
+            outcome = Status.FAILED if info.reason == "restart_intensity" else Status.TERMINATED
+            self._stopping = _Stopping(outcome, info.reason or "requested", info.detail)
+        self._children["runner"].tell(Adopt(info.runs, info.pid, info.pid_start))
+        if self._stopping is not None:
+            self._signal_stop(self._core.config.grace_period)
 
     def on_stop(self) -> None:
         self._stop_children()
@@ -144,12 +171,12 @@ class SessionSupervisor(Child):
                 else:
                     error = HiveError(f"session {self._id} is failing; its context is unavailable")
                     call.reply.set_exception((HiveError, error, None))
-            case Spawned(run, pid) if run == self._info.runs:
-                self._on_spawned(pid)
+            case Spawned(run, pid, start_time) if run == self._info.runs:
+                self._on_spawned(pid, start_time)
             case SpawnFailed(run, detail) if run == self._info.runs:
                 self._on_spawn_failed(detail)
-            case Exited(run, returncode) if run == self._info.runs:
-                self._on_exited(returncode)
+            case Exited(run, exit_code) if run == self._info.runs:
+                self._on_exited(exit_code)
             case Spawned() | SpawnFailed() | Exited():
                 log.debug("stale message from an earlier run", session_id=self._id, msg=message)
             case CrashChild(name, error, reply):
@@ -184,18 +211,21 @@ class SessionSupervisor(Child):
         grace = self._core.config.grace_period if request.grace is None else request.grace
         status = self._info.status
         if status in (Status.STARTING, Status.RUNNING):
-            self._begin_stop(Status.TERMINATED, request.reason, None, grace)
+            self._begin_stop(Status.TERMINATED, request.reason, None, grace, request.reply)
         elif status is Status.STOPPING:
-            self._signal_stop(grace)
-        elif status not in TERMINAL:
-            self._finish(Status.TERMINATED, request.reason, None)
-        request.reply.set(str(self._info.status))
+            self._signal_stop(grace, request.reply)
+        else:
+            if status not in TERMINAL:
+                self._finish(Status.TERMINATED, request.reason, None)
+            request.reply.set(str(self._info.status))
 
     # -- the agent's run --------------------------------------------------------------------
 
-    def _on_spawned(self, pid: int) -> None:
+    def _on_spawned(self, pid: int, start_time: int | None) -> None:
         if self._info.status is Status.STARTING:
-            self._info = self._core.commit(self._info, Status.RUNNING, reason="spawned", pid=pid)
+            self._info = self._core.commit(
+                self._info, Status.RUNNING, reason="spawned", pid=pid, pid_start=start_time
+            )
         self._settle_pending()
 
     def _on_spawn_failed(self, detail: str) -> None:
@@ -204,35 +234,44 @@ class SessionSupervisor(Child):
         elif self._info.status is Status.STARTING:
             self._finish(Status.FAILED, "spawn_error", detail)
 
-    def _on_exited(self, returncode: int) -> None:
+    def _on_exited(self, code: int | None) -> None:
         if self._info.status is Status.STARTING:  # cannot happen: Spawned is told first
             log.warning("exit before spawn was confirmed", session_id=self._id)
             self._info = self._core.commit(self._info, Status.RUNNING, reason="spawned")
-        code = exit_code_of(returncode)
-        detail = describe_exit(returncode)
+        detail = describe_exit(code)
         if self._stopping is not None:
             stop = self._stopping
             self._finish(stop.outcome, stop.reason, stop.detail or detail, exit_code=code)
-        elif returncode == 0 and self._info.persistent:
+        elif code is None:
+            self._finish(Status.FAILED, "lost", detail)
+        elif code == 0 and self._info.persistent:
             self._info = self._core.commit(
                 self._info, Status.IDLE, reason="exited", detail=detail, exit_code=0, pid=None
             )
             self._settle_pending()
-        elif returncode == 0:
+        elif code == 0:
             self._finish(Status.COMPLETED, "exited", detail, exit_code=0)
         else:
-            reason = "signal" if returncode < 0 else "exit_code"
+            reason = "signal" if killed_by_signal(code) else "exit_code"
             self._finish(Status.FAILED, reason, detail, exit_code=code)
 
-    def _begin_stop(self, outcome: Status, reason: str, detail: str | None, grace: float) -> None:
+    def _begin_stop(
+        self,
+        outcome: Status,
+        reason: str,
+        detail: str | None,
+        grace: float,
+        reply: ThreadingFuture[str] | None = None,
+    ) -> None:
         self._stopping = _Stopping(outcome, reason, detail)
         self._info = self._core.commit(self._info, Status.STOPPING, reason=reason, detail=detail)
-        self._signal_stop(grace)
+        self._signal_stop(grace, reply)
 
-    def _signal_stop(self, grace: float) -> None:
+    def _signal_stop(self, grace: float, reply: ThreadingFuture[str] | None = None) -> None:
+        """Have the agent signalled; ``reply`` is settled once it has been."""
         runner = self._children.get("runner")
         if runner is not None and runner.is_alive():
-            runner.tell(Stop(grace))  # after any Spawn still queued there
+            runner.tell(Stop(grace, reply))  # after any Spawn still queued there
             return
         process = self._core.reaper.find(self._id)
         if process is not None:
@@ -240,6 +279,8 @@ class SessionSupervisor(Child):
         elif self._stopping is not None:
             # No runner and no process: a queued Spawn died with its runner; nothing runs.
             self._finish(self._stopping.outcome, self._stopping.reason, self._stopping.detail)
+        if reply is not None:
+            reply.set(str(self._info.status))
 
     def _finish(self, status: Status, reason: str, detail: str | None, **changes: Any) -> None:
         """Reach ``status``; if it is terminal, shut this session's subtree down."""

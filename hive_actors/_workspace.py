@@ -69,6 +69,7 @@ def create(paths: SessionPaths) -> None:
     try:
         paths.database.parent.mkdir()
         connect_wal(paths.database).close()
+        (paths.working_dir / ".hive").mkdir()  # the shim's exit status files
         paths.output_dir.mkdir(parents=True)
         if paths.output_link is not None:
             paths.output_link.symlink_to(paths.output_dir, target_is_directory=True)

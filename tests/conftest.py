@@ -178,6 +178,8 @@ class Daemon:
         return self.root / "hive.sock"
 
     def start(self, *extra: str) -> str:
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()  # an earlier daemon of this test (killed, say)
         read_end, write_end = os.pipe()
         self.process = subprocess.Popen(
             [HIVECTL, "serve", "--root", str(self.root), "--ready-fd", str(write_end), *extra],

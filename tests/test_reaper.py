@@ -13,7 +13,8 @@ from hive_actors._reaper import Reaper
 
 
 def _spawn(tmp_path: Path, name: str, argv: list[str]) -> AgentProcess:
-    return AgentProcess.spawn(name, 1, argv, tmp_path, dict(os.environ), tmp_path / "log")
+    env = dict(os.environ)
+    return AgentProcess.spawn(name, 1, argv, tmp_path, env, tmp_path / "log", tmp_path / name)
 
 
 def test_exits_are_matched_to_their_own_process_while_fds_are_reused(tmp_path: Path) -> None:

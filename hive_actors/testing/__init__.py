@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pykka import ThreadingFuture
 
+from hive_actors import _process
 from hive_actors._hive import Hive
 from hive_actors._supervision import InjectCrash
 from hive_actors._supervisor import CrashChild
@@ -130,17 +131,4 @@ def inject_crash(
 
 def session_processes(session_id: str) -> list[int]:
     """Pids of live (not zombie) processes whose environment says HIVE_SESSION_ID=session_id."""
-    marker = f"HIVE_SESSION_ID={session_id}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state not in ("Z", "X"):
-            found.append(int(entry.name))
-    return found
+    return _process.session_processes({session_id}).get(session_id, [])

@@ -1,0 +1,179 @@
+"""Nothing is lost when the hive dies: every unsettled session is reconciled on start."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from hive_actors import Hive
+from hive_actors.testing import session_processes
+
+from .conftest import Daemon, Hives, eventually, process_alive
+
+
+def _crash_after(root: Path, *calls: str) -> list[str]:
+    """Run a Hive in a child process, make ``calls``, then die without closing (like -9)."""
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        from hive_actors import Hive
+        from hive_actors.testing import fake_agent_command
+        hive = Hive(root={str(root)!r}, command=fake_agent_command())
+        ids = []
+        for call in {list(calls)!r}:
+            verb, *args = call.split()
+            session_id = hive.create_session(verb, args=args)
+            if verb != "created":
+                hive.start_session(session_id)
+            ids.append(session_id)
+        print(" ".join(ids), flush=True)
+        os._exit(0)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout.split()
+
+
+def _status_file(hive: Hive, session_id: str) -> Path:
+    info = hive.get_session_info(session_id) if not hive.closed else None
+    assert info is not None
+    return Path(info.working_dir, ".hive", f"run-{info.runs}.exit")
+
+
+def test_a_live_agent_is_re_adopted_and_its_end_recorded(hives: Hives, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (session_id,) = _crash_after(root, "running --sleep inf")
+    try:
+        hive = hives.open(root=root)
+        info = hive.get_session_info(session_id)
+        assert (info.status, info.runs) == ("running", 1)
+        assert process_alive(info.pid)
+        assert hive.terminate_session(session_id, grace=0) == "stopping"
+        assert hive.wait(session_id, timeout=10) == "terminated"
+        assert hive.get_session_info(session_id).exit_code == 137
+        assert session_processes(session_id) == []
+    finally:
+        for pid in session_processes(session_id):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_runs_that_ended_while_no_hive_watched_get_their_exit_codes(
+    hives: Hives, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    ok, bad = _crash_after(root, "finishing --sleep 0.3", "failing --sleep 0.3 --exit 3")
+    sessions = root / "sessions"
+    eventually(lambda: all((sessions / s / ".hive" / "run-1.exit").exists() for s in (ok, bad)))
+    hive = hives.open(root=root)
+    assert (hive.status(ok), hive.status(bad)) == ("completed", "failed")
+    assert hive.get_session_info(bad).exit_code == 3
+    recovered = [e for e in hive.events(bad) if e.recovered]
+    assert [e.to for e in recovered if e.type == "session.status"] == ["failed"]
+
+
+def test_a_vanished_agent_without_an_exit_status_is_lost(hives: Hives, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (session_id,) = _crash_after(root, "vanishing --sleep inf")
+    for pid in session_processes(session_id):  # shim included: nothing records the end
+        os.kill(pid, signal.SIGKILL)
+    eventually(lambda: session_processes(session_id) == [])
+    hive = hives.open(root=root)
+    info = hive.get_session_info(session_id)
+    assert (info.status, info.reason) == ("failed", "lost")
+    assert "no hive watched" in (info.detail or "")
+
+
+def test_a_recycled_pid_is_not_mistaken_for_the_agent(hives: Hives, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (session_id,) = _crash_after(root, "vanishing --sleep inf")
+    for pid in session_processes(session_id):
+        os.kill(pid, signal.SIGKILL)
+    eventually(lambda: session_processes(session_id) == [])
+    # Point the record at a live process with another start time: this test's own pid.
+    db = sqlite3.connect(root / "registry.db")
+    (raw,) = db.execute("SELECT info FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+    info = json.loads(raw)
+    info["pid"] = os.getpid()
+    db.execute("UPDATE sessions SET info = ? WHERE session_id = ?", (json.dumps(info), session_id))
+    db.commit()
+    db.close()
+    hive = hives.open(root=root)
+    assert hive.get_session_info(session_id).reason == "lost"
+
+
+def test_leave_running_lets_the_next_hive_finish_the_job(hives: Hives, ready) -> None:
+    first = hives.open(shutdown="leave")
+    signal_ = ready()
+    session_id = first.create_session(
+        "outlives its hive", args=["--sleep", "inf", "--ready", str(signal_.path)]
+    )
+    first.start_session(session_id)
+    agent = signal_.wait()["pid"]
+    first.close()
+    assert process_alive(agent)
+
+    second = hives.open()
+    assert second.status(session_id) == "running"
+    os.kill(agent, signal.SIGTERM)  # the agent ends on its own, watched by the new hive
+    assert second.wait(session_id, timeout=10) == "failed"
+    info = second.get_session_info(session_id)
+    assert (info.exit_code, info.detail) == (143, "killed by SIGTERM")
+
+
+def test_kill_9_of_the_daemon_loses_nothing_and_runs_nothing_twice(daemon: Daemon) -> None:
+    daemon.start()
+    plan = (
+        [("long", ["--sleep", "inf"])] * 6
+        + [("quick-ok", ["--sleep", "0.5", "--writes", "7"])] * 5
+        + [("quick-fail", ["--sleep", "0.5", "--exit", "3"])] * 5
+        + [("created", None)] * 4
+    )
+    ids: dict[str, str] = {}
+    with daemon.http() as http:
+        for name, args in plan:
+            session_id = http.post("/sessions", json={"task": name}).json()["session_id"]
+            if args is not None:
+                reply = http.post(f"/sessions/{session_id}/start", json={"args": args})
+                assert reply.json()["status"] == "running"
+            ids[session_id] = name
+    assert daemon.process is not None
+    daemon.process.kill()  # kill -9: no shutdown, no cleanup
+    daemon.process.wait(10)
+    finishing = [s for s, name in ids.items() if name.startswith("quick")]
+    sessions = daemon.root / "sessions"
+    eventually(lambda: all((sessions / s / ".hive" / "run-1.exit").exists() for s in finishing))
+
+    daemon.start()  # a new daemon on the same root
+    with daemon.http() as http:
+        got = {s: http.get(f"/sessions/{s}").json() for s in ids}
+        assert len(got) == 20  # every acknowledged create survived
+        for session_id, name in ids.items():
+            info = got[session_id]
+            expected = {
+                "long": ("running", None),
+                "quick-ok": ("completed", 0),
+                "quick-fail": ("failed", 3),
+                "created": ("created", None),
+            }[name]
+            assert (info["status"], info["exit_code"]) == expected, (name, info)
+            assert info["runs"] == (0 if name == "created" else 1)  # nothing ran twice
+        for session_id, name in ids.items():
+            if name == "quick-ok":
+                db = sqlite3.connect(got[session_id]["database"])
+                assert db.execute("SELECT count(*) FROM memory").fetchone() == (7,)
+                db.close()
+            if name == "long":
+                http.post(f"/sessions/{session_id}/terminate", json={"grace": 0})
+        for session_id, name in ids.items():
+            if name == "long":
+                reply = http.get(f"/sessions/{session_id}/wait", params={"timeout": 30}).json()
+                assert reply["status"] == "terminated"
+                assert session_processes(session_id) == []

@@ -33,6 +33,10 @@ class HiveConfig(BaseModel):
     """Where ``<uuid>.log`` files go; default ``<root>/logs``."""
     command: tuple[str, ...] = DEFAULT_COMMAND
     """The agent command template; an element ``{task}`` is replaced by the task text."""
+    max_running: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default_factory=lambda: (os.cpu_count() or 1) * 4
+    )
+    """Agents that may run at once; a start beyond it is queued (priority, then age)."""
     grace_period: Annotated[float, Field(ge=0, le=3600)] = 10.0
     """Seconds between the stop signal and SIGKILL."""
     max_restarts: Annotated[int, Field(ge=0, le=1000)] = 3

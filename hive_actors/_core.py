@@ -27,6 +27,7 @@ from hive_actors._models import (
 from hive_actors._reaper import Reaper
 from hive_actors._registry import Registry
 from hive_actors._runtime import ActorPool
+from hive_actors._slots import Slots
 from hive_actors._states import Status, check_transition
 from hive_actors._table import SessionTable
 from hive_actors._timers import Timers
@@ -49,6 +50,7 @@ class HiveCore:
         self.pool = ActorPool(ACTOR_THREADS)
         self.reaper = Reaper()
         self.timers = Timers(clock)
+        self.slots = Slots(config.max_running)
 
     def close(self, leave_running: bool = False) -> None:
         self.pool.shutdown()

@@ -225,9 +225,11 @@ class Hive:
     def start_session(self, session_id: str, args: Iterable[str] | None = None) -> str:
         """Start the session's agent; return its status once the spawn was tried.
 
-        That is ``running``, or ``failed`` (reason ``spawn_error``) if the program could
-        not be started. ``args`` replace the session's default extra arguments for this run.
-        Raises InvalidTransition unless the session is ``created`` or ``idle``.
+        That is ``running``, ``failed`` (reason ``spawn_error``) if the program could not
+        be started, or ``queued`` when ``max_running`` agents already run: it starts when a
+        slot frees, highest priority first, oldest first within a priority. ``args``
+        replace the session's default extra arguments for this run. Raises
+        InvalidTransition unless the session is ``created`` or ``idle``.
         """
         info = self._info(session_id)
         run_args = info.args if args is None else _validate.args(args)
@@ -278,7 +280,7 @@ class Hive:
             raise InvalidInput(
                 f"status {status!r} is not one of {', '.join(s.value for s in Status)}"
             )
-        infos = self._core.table.all()
+        infos = [self._with_position(info) for info in self._core.table.all()]
         if status is not None:
             infos = [info for info in infos if info.status == status]
         return sorted(infos, key=lambda info: (info.created, info.session_id))
@@ -482,7 +484,14 @@ class Hive:
         info = self._core.table.get(session_id)
         if info is None:
             raise SessionNotFound(session_id)
-        return info
+        return self._with_position(info)
+
+    def _with_position(self, info: SessionInfo) -> SessionInfo:
+        if info.status is not Status.QUEUED:
+            return info
+        return info.model_copy(
+            update={"queue_position": self._core.slots.position(info.session_id)}
+        )
 
     def _supervisor(self, info: SessionInfo, target: Status) -> pykka.ActorRef[Any]:
         supervisor = self._core.table.supervisor(info.session_id)

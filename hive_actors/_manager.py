@@ -16,6 +16,7 @@ import structlog
 from hive_actors._core import HiveCore
 from hive_actors._models import SessionInfo
 from hive_actors._runtime import PooledActor
+from hive_actors._slots import Acquire, Granted, Release, Waiting
 from hive_actors._states import TERMINAL, Status
 from hive_actors._supervision import Call, ChildFailed, answer
 from hive_actors._supervisor import SessionEnded, SessionSupervisor
@@ -38,6 +39,11 @@ class SessionManager(PooledActor):
                 answer(message, self, self.calls)
             case SessionEnded(session_id):
                 self._forget(session_id)
+                self._release(session_id)
+            case Acquire(session_id, priority):
+                self._acquire(session_id, priority)
+            case Release(session_id):
+                self._release(session_id)
             case ChildFailed(_, urn, detail) if urn in self._by_urn:
                 self._on_supervisor_failed(self._by_urn[urn], detail)
             case _:
@@ -54,10 +60,17 @@ class SessionManager(PooledActor):
         ``adopt`` re-attaches to the agent an earlier hive left running."""
         if new:
             self._core.register(info)
+        granted = False
+        if adopt:
+            self._core.slots.hold(info.session_id)
+        elif info.status is Status.QUEUED:  # back in the queue before anyone can look
+            granted = self._core.slots.acquire(info.session_id, info.priority)
         ref = SessionSupervisor.start(self._core.pool, self.actor_ref, self._core, info, adopt)
         self._children[info.session_id] = ref
         self._by_urn[ref.actor_urn] = info.session_id
         self._core.table.set_supervisor(info.session_id, ref)
+        if granted:
+            ref.tell(Granted())
 
     def which_children(self) -> list[str]:
         """The ids of the sessions that have a live supervisor."""
@@ -70,8 +83,29 @@ class SessionManager(PooledActor):
             self._core.table.set_supervisor(session_id, None)
         return ref
 
+    def _acquire(self, session_id: str, priority: str) -> None:
+        ref = self._children.get(session_id)
+        if ref is None:
+            return
+        granted = self._core.slots.acquire(session_id, priority)
+        with contextlib.suppress(pykka.ActorDeadError):
+            ref.tell(Granted() if granted else Waiting())
+
+    def _release(self, session_id: str) -> None:
+        pending = self._core.slots.release(session_id)
+        while pending:
+            next_id = pending.pop(0)
+            ref = self._children.get(next_id)
+            try:
+                if ref is None:
+                    raise pykka.ActorDeadError(next_id)
+                ref.tell(Granted())
+            except pykka.ActorDeadError:  # it ended while queued: pass the slot on
+                pending.extend(self._core.slots.release(next_id))
+
     def _on_supervisor_failed(self, session_id: str, detail: str) -> None:
         self._forget(session_id)
+        self._release(session_id)
         info = self._core.table.get(session_id)
         if info is None or info.status in TERMINAL:
             return

@@ -42,6 +42,8 @@ class SessionInfo(BaseModel):
     ``spawn_error``, ``requested``, ``shutdown``, ``restart_intensity``, ``lost``..."""
     detail: str | None = None
     """The same for people: "exited with code 3", the spawn error's text, ..."""
+    queue_position: int | None = None
+    """While queued: 1 for the next session to start (filled in when read)."""
     runs: int = 0
     restarts: int = 0
     role: str | None = None

@@ -17,7 +17,7 @@ import structlog
 from pykka import ThreadingFuture
 
 from hive_actors._process import AgentProcess, read_status
-from hive_actors._reaper import Reaper
+from hive_actors._reaper import ExitCallback, Reaper
 from hive_actors._runtime import ActorPool
 from hive_actors._supervision import Child
 from hive_actors._timers import Timers
@@ -125,27 +125,34 @@ class ProcessRunner(Child):
             )
         except OSError as exc:
             detail = f"cannot start {message.argv[0]!r}: {exc.strerror or exc}"
-            self._parent.tell(SpawnFailed(message.run, detail))
+            self.tell_parent(SpawnFailed(message.run, detail))
             return
         # Told before the reaper watches, so the supervisor always hears Spawned first.
-        parent = self._parent
-        parent.tell(Spawned(message.run, process.pid, process.start_time))
+        self.tell_parent(Spawned(message.run, process.pid, process.start_time))
         try:
-            self._reaper.watch(process, lambda done, code: parent.tell(Exited(done.run, code)))
+            self._reaper.watch(process, self._exit_reporter())
         except OSError:
             # Unwatched, its exit would go unnoticed: end it now rather than lose track.
             log.exception("cannot watch agent; killing it", session_id=self._session_id)
             process.signal_group(signal.SIGKILL)
-            parent.tell(Exited(message.run, process.reap()))
+            self.tell_parent(Exited(message.run, process.reap()))
+
+    def _exit_reporter(self) -> ExitCallback:
+        """The reaper's callback: straight to the supervisor (this runner may be gone)."""
+        parent = self._parent
+
+        def report(process: AgentProcess, code: int | None) -> None:
+            parent.tell(Exited(process.run, code))
+
+        return report
 
     def _adopt(self, message: Adopt) -> None:
         status = status_file(self._working_dir, message.run)
         process = AgentProcess.adopt(
             self._session_id, message.run, message.pid, message.start_time, status
         )
-        parent = self._parent
         if process is None:  # it ended (or its pid now belongs to another process)
-            parent.tell(Exited(message.run, read_status(status)))
+            self.tell_parent(Exited(message.run, read_status(status)))
             return
         log.info("re-adopted agent", session_id=self._session_id, pid=process.pid)
-        self._reaper.watch(process, lambda done, code: parent.tell(Exited(done.run, code)))
+        self._reaper.watch(process, self._exit_reporter())

@@ -9,6 +9,7 @@ parent forward them without ever waiting on a reply itself.
 from __future__ import annotations
 
 import collections
+import contextlib
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar
@@ -67,6 +68,11 @@ class Child(PooledActor):
     def handle(self, message: Any) -> Any:
         """Handle the actor's own messages; the default refuses them."""
         return super().on_receive(message)
+
+    def tell_parent(self, message: Any) -> None:
+        """Tell the parent, which may have stopped meanwhile (its subtree is ending)."""
+        with contextlib.suppress(pykka.ActorDeadError):
+            self._parent.tell(message)
 
     def on_failure(
         self,

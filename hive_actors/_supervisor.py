@@ -41,6 +41,7 @@ from hive_actors._runner import (
     Stop,
 )
 from hive_actors._runtime import ActorPool
+from hive_actors._slots import Acquire, Granted, Release, Waiting
 from hive_actors._states import TERMINAL, TRANSITIONS, Status
 from hive_actors._supervision import Call, Child, ChildFailed, InjectCrash, RestartIntensity
 from hive_actors.errors import HiveError, InvalidTransition, RestartIntensityExceeded
@@ -48,6 +49,8 @@ from hive_actors.errors import HiveError, InvalidTransition, RestartIntensityExc
 log = structlog.get_logger(__name__)
 
 STARTABLE = frozenset({Status.CREATED, Status.IDLE})
+WAITING = frozenset({Status.CREATED, Status.IDLE, Status.QUEUED})
+"""States in which a granted slot is used to spawn."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,8 @@ class SessionSupervisor(Child):
         self._stopping: _Stopping | None = None
         self._gave_up = False
         self._crash_acks: dict[str, list[ThreadingFuture[None]]] = {}
+        self._acquiring: tuple[str, ...] | None = None
+        """The args of a start waiting for a slot, while it waits."""
 
     @property
     def _id(self) -> str:
@@ -130,6 +135,8 @@ class SessionSupervisor(Child):
         self._start_child("runner")
         if self._adopt:
             self._resume_after_restart()
+        elif self._info.status is Status.QUEUED:  # queued under an earlier hive
+            self._acquiring = self._info.args  # the manager re-queued it; Granted comes
 
     def _resume_after_restart(self) -> None:
         """Watch the agent an earlier hive left running; finish a stop it had begun."""
@@ -162,6 +169,10 @@ class SessionSupervisor(Child):
         match message:
             case StartRequest():
                 self._on_start_request(message)
+            case Granted():
+                self._on_granted()
+            case Waiting():
+                self._on_waiting()
             case TerminateRequest():
                 self._on_terminate_request(message)
             case ContextRequest(call):
@@ -194,17 +205,36 @@ class SessionSupervisor(Child):
 
     def _on_start_request(self, request: StartRequest) -> None:
         info = self._info
-        if info.status not in STARTABLE:
+        if info.status not in STARTABLE or self._acquiring is not None:
+            target = Status.QUEUED if self._acquiring is not None else Status.STARTING
             allowed = TRANSITIONS[info.status] - {Status.STARTING}
-            error = InvalidTransition(self._id, info.status, Status.STARTING, allowed)
+            error = InvalidTransition(self._id, info.status, target, allowed)
             request.reply.set_exception((InvalidTransition, error, None))
             return
-        run = info.runs + 1
-        argv = tuple(build_argv(info.command, info.task, request.args))
-        self._info = self._core.commit(
-            info, Status.STARTING, reason="start", runs=run, args=request.args, pid=None
-        )
         self._pending.append(request.reply)
+        self._acquiring = request.args
+        self._parent.tell(Acquire(self._id, info.priority))
+
+    def _on_waiting(self) -> None:
+        if self._acquiring is None or self._info.status not in WAITING:
+            return
+        if self._info.status is not Status.QUEUED:
+            self._info = self._core.commit(
+                self._info, Status.QUEUED, reason="queued", args=self._acquiring
+            )
+        self._settle_pending()
+
+    def _on_granted(self) -> None:
+        args, self._acquiring = self._acquiring, None
+        if args is None or self._info.status not in WAITING:
+            self._parent.tell(Release(self._id))  # withdrawn meanwhile (terminated)
+            return
+        info = self._info
+        run = info.runs + 1
+        argv = tuple(build_argv(info.command, info.task, args))
+        self._info = self._core.commit(
+            info, Status.STARTING, reason="start", runs=run, args=args, pid=None
+        )
         self._child("runner").tell(Spawn(run, argv, self._core.agent_env(self._info)))
 
     def _on_terminate_request(self, request: TerminateRequest) -> None:
@@ -216,6 +246,7 @@ class SessionSupervisor(Child):
             self._signal_stop(grace, request.reply)
         else:
             if status not in TERMINAL:
+                self._acquiring = None  # a queued start is withdrawn; the slot goes on
                 self._finish(Status.TERMINATED, request.reason, None)
             request.reply.set(str(self._info.status))
 
@@ -248,6 +279,7 @@ class SessionSupervisor(Child):
             self._info = self._core.commit(
                 self._info, Status.IDLE, reason="exited", detail=detail, exit_code=0, pid=None
             )
+            self._parent.tell(Release(self._id))
             self._settle_pending()
         elif code == 0:
             self._finish(Status.COMPLETED, "exited", detail, exit_code=0)

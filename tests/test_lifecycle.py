@@ -44,7 +44,8 @@ def test_fifty_concurrent_creates_get_unique_ids_and_workspaces(hive: Hive) -> N
         assert Path(info.log_file).is_file()
 
 
-def test_ten_agents_at_once_each_write_only_their_own_database(hive: Hive) -> None:
+def test_ten_agents_at_once_each_write_only_their_own_database(hives: Hives) -> None:
+    hive = hives.open(max_running=10)
     ids = [hive.create_session(f"isolated task {i}", args=["--writes", "200"]) for i in range(10)]
     assert [hive.start_session(i) for i in ids] == ["running"] * 10
     assert [hive.wait(i, timeout=60) for i in ids] == ["completed"] * 10

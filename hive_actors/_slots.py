@@ -1,0 +1,95 @@
+"""The concurrency cap: at most ``max_running`` agents at once, the rest queued.
+
+Owned by the SessionManager (only its turns change it); the Hive reads queue positions
+from it directly, under its lock, to show them in ``get``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass
+
+RANK = {"high": 0, "medium": 1, "low": 2}
+
+
+class Slots:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._holders: set[str] = set()
+        self._waiting: list[tuple[int, int, str]] = []  # (rank, arrival, session), kept sorted
+        self._arrival = itertools.count()
+
+    def acquire(self, session_id: str, priority: str) -> bool:
+        """Take a slot (True) or join the queue (False)."""
+        with self._lock:
+            if session_id in self._holders:
+                return True
+            if len(self._holders) < self.limit and not self._waiting:
+                self._holders.add(session_id)
+                return True
+            if all(entry[2] != session_id for entry in self._waiting):
+                self._waiting.append((RANK[priority], next(self._arrival), session_id))
+                self._waiting.sort()
+            return False
+
+    def hold(self, session_id: str) -> None:
+        """Count a slot as taken without asking (an agent re-adopted after a restart)."""
+        with self._lock:
+            self._holders.add(session_id)
+
+    def release(self, session_id: str) -> list[str]:
+        """Give back a slot or a queue place; return the sessions that now get a slot."""
+        with self._lock:
+            self._holders.discard(session_id)
+            self._waiting = [entry for entry in self._waiting if entry[2] != session_id]
+            granted = []
+            while self._waiting and len(self._holders) < self.limit:
+                _, _, next_id = self._waiting.pop(0)
+                self._holders.add(next_id)
+                granted.append(next_id)
+            return granted
+
+    def position(self, session_id: str) -> int | None:
+        """1 for the next to start; None if not queued."""
+        with self._lock:
+            for index, entry in enumerate(self._waiting):
+                if entry[2] == session_id:
+                    return index + 1
+            return None
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return len(self._holders)
+
+    @property
+    def queued(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+
+@dataclass(frozen=True, slots=True)
+class Acquire:
+    """Supervisor -> manager: the session wants to run its agent."""
+
+    session_id: str
+    priority: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Supervisor -> manager: the run ended (or a queued start was withdrawn)."""
+
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    """Manager -> supervisor: a slot is yours; spawn."""
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """Manager -> supervisor: every slot is taken; you are queued."""

@@ -66,6 +66,7 @@ class Hives:
         config.setdefault("root", self.root / "hive")
         config.setdefault("command", fake_agent_command())
         config.setdefault("grace_period", 5.0)
+        config.setdefault("max_running", 64)  # tests of the cap set their own
         hive = Hive(**config)
         self.opened.append(hive)
         return hive
@@ -169,6 +170,7 @@ class Daemon:
         self.env = {key: value for key, value in os.environ.items() if not key.startswith("HIVE_")}
         self.env["HIVE_COMMAND"] = json.dumps(fake_agent_command())
         self.env["HIVE_GRACE_PERIOD"] = "5"
+        self.env["HIVE_MAX_RUNNING"] = "64"
         self.env["PATH"] = f"{Path(HIVECTL).parent}:{self.env.get('PATH', '')}"
         self.process: subprocess.Popen[bytes] | None = None
         self.ready_line = ""

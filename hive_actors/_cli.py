@@ -104,6 +104,9 @@ def _create(options: argparse.Namespace) -> int:
         "metadata": metadata,
         "persistent": options.persistent,
         "role": options.role,
+        "restart": options.restart,
+        "restart_limit": options.restart_limit,
+        "restart_backoff": options.restart_backoff,
     }
     info = _client(options).call("POST", "/sessions", body=body)
     _out(info["session_id"])
@@ -448,6 +451,11 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one statement per o
     sub.add_argument("metadata", nargs="?", help="a JSON object")
     sub.add_argument("--persistent", action="store_true", help="idle after a clean run")
     sub.add_argument("--role", help="a role name (for pooling persistent sessions)")
+    sub.add_argument(
+        "--restart", default="never", help="restart the agent: never, on-failure, always"
+    )
+    sub.add_argument("--restart-limit", type=int, default=3, metavar="N")
+    sub.add_argument("--restart-backoff", type=float, default=1.0, metavar="S")
 
     sub = verb("start", _start, "start a session's agent; extra ARGS go to the agent")
     sub.add_argument("session_id", metavar="UUID")

@@ -180,11 +180,17 @@ class Hive:
         env: Mapping[str, str] | None = None,
         role: str | None = None,
         persistent: bool = False,
+        restart: str = "never",
+        restart_limit: int = 3,
+        restart_backoff: float = 1.0,
     ) -> str:
         """Create a session: its UUID, working dir, ``.swarm/memory.db``, output dir and log.
 
         ``command`` overrides the configured agent command template for this session;
         ``args`` are appended at every start that gives none; ``env`` adds variables.
+        ``restart`` (``never``, ``on-failure``, ``always``) restarts the agent when it
+        exits, up to ``restart_limit`` times in a row, waiting ``restart_backoff`` s
+        before the first restart and twice as long before each next one.
         Returns the new session id. Raises InvalidInput (nothing is created) for bad input.
         """
         self._check_open()
@@ -196,6 +202,9 @@ class Hive:
             "args": _validate.args(args),
             "env": _validate.env(env),
             "role": _validate.role(role),
+            "restart_policy": _validate.restart_policy(restart),
+            "restart_limit": _validate.bounded(restart_limit, "restart_limit", 0, 1000, True),
+            "restart_backoff": _validate.bounded(restart_backoff, "restart_backoff", 0, 3600),
         }
         if not isinstance(persistent, bool):
             raise InvalidInput(f"persistent must be True or False, not {persistent!r}")

@@ -62,6 +62,9 @@ class CreateBody(_Body):
     env: dict[str, str] | None = None
     role: str | None = None
     persistent: bool = False
+    restart: Literal["never", "on-failure", "always"] = "never"
+    restart_limit: int = 3
+    restart_backoff: float = 1.0
 
 
 class StartBody(_Body):
@@ -172,6 +175,9 @@ def _session_routes(app: FastAPI, hive: Hive, stopping: asyncio.Event) -> None:
             env=body.env,
             role=body.role,
             persistent=body.persistent,
+            restart=body.restart,
+            restart_limit=body.restart_limit,
+            restart_backoff=body.restart_backoff,
         )
         return hive.get_session_info(session_id)
 

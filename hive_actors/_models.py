@@ -48,6 +48,12 @@ class SessionInfo(BaseModel):
     restarts: int = 0
     role: str | None = None
     persistent: bool = False
+    restart_policy: Literal["never", "on-failure", "always"] = "never"
+    """Restart the agent when it exits: never, on-failure (non-zero exit), always."""
+    restart_limit: int = 3
+    """Agent restarts allowed in a row before the session ends with the last outcome."""
+    restart_backoff: float = 1.0
+    """Seconds before the first restart; doubled for each one after (at most 300 s)."""
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict)

@@ -44,6 +44,8 @@ from hive_actors._runtime import ActorPool
 from hive_actors._slots import Acquire, Granted, Release, Waiting
 from hive_actors._states import TERMINAL, TRANSITIONS, Status
 from hive_actors._supervision import Call, Child, ChildFailed, InjectCrash, RestartIntensity
+from hive_actors._timers import TimerHandle
+from hive_actors._validate import MAX_BACKOFF
 from hive_actors.errors import HiveError, InvalidTransition, RestartIntensityExceeded
 
 log = structlog.get_logger(__name__)
@@ -94,6 +96,13 @@ class SessionEnded:
     session_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class _RespawnDue:
+    """From the timer thread: the backoff before restarting run ``run`` is over."""
+
+    run: int
+
+
 @dataclass(slots=True)
 class _Stopping:
     outcome: Status
@@ -123,6 +132,10 @@ class SessionSupervisor(Child):
         self._stopping: _Stopping | None = None
         self._gave_up = False
         self._crash_acks: dict[str, list[ThreadingFuture[None]]] = {}
+        self._run = info.runs
+        """The run in flight: its Spawned/Exited messages are the ones that count."""
+        self._restart_timer: TimerHandle | None = None
+        self._restarts_in_a_row = 0
         self._acquiring: tuple[str, ...] | None = None
         """The args of a start waiting for a slot, while it waits."""
 
@@ -171,6 +184,8 @@ class SessionSupervisor(Child):
                 self._on_start_request(message)
             case Granted():
                 self._on_granted()
+            case _RespawnDue(run) if run == self._run:
+                self._respawn()
             case Waiting():
                 self._on_waiting()
             case TerminateRequest():
@@ -182,11 +197,11 @@ class SessionSupervisor(Child):
                 else:
                     error = HiveError(f"session {self._id} is failing; its context is unavailable")
                     call.reply.set_exception((HiveError, error, None))
-            case Spawned(run, pid, start_time) if run == self._info.runs:
+            case Spawned(run, pid, start_time) if run == self._run:
                 self._on_spawned(pid, start_time)
-            case SpawnFailed(run, detail) if run == self._info.runs:
+            case SpawnFailed(run, detail) if run == self._run:
                 self._on_spawn_failed(detail)
-            case Exited(run, exit_code) if run == self._info.runs:
+            case Exited(run, exit_code) if run == self._run:
                 self._on_exited(exit_code)
             case Spawned() | SpawnFailed() | Exited():
                 log.debug("stale message from an earlier run", session_id=self._id, msg=message)
@@ -229,18 +244,65 @@ class SessionSupervisor(Child):
         if args is None or self._info.status not in WAITING:
             self._parent.tell(Release(self._id))  # withdrawn meanwhile (terminated)
             return
-        info = self._info
-        run = info.runs + 1
-        argv = tuple(build_argv(info.command, info.task, args))
+        self._restarts_in_a_row = 0
         self._info = self._core.commit(
-            info, Status.STARTING, reason="start", runs=run, args=args, pid=None
+            self._info,
+            Status.STARTING,
+            reason="start",
+            args=args,
+            pid=None,
         )
-        self._child("runner").tell(Spawn(run, argv, self._core.agent_env(self._info)))
+        self._run = self._info.runs + 1
+        self._respawn()
+
+    def _respawn(self) -> None:
+        """Spawn run ``self._run`` (the STARTING transition is already recorded)."""
+        self._restart_timer = None
+        info = self._info
+        argv = tuple(build_argv(info.command, info.task, info.args))
+        self._child("runner").tell(Spawn(self._run, argv, self._core.agent_env(info)))
+
+    def _restart_agent(self, code: int | None) -> bool:
+        """Schedule a restart if the policy wants one; True if it was scheduled."""
+        info = self._info
+        wanted = info.restart_policy == "always" or (
+            info.restart_policy == "on-failure" and code != 0
+        )
+        if not wanted or self._restarts_in_a_row >= info.restart_limit:
+            return False
+        delay = min(info.restart_backoff * 2**self._restarts_in_a_row, MAX_BACKOFF)
+        self._restarts_in_a_row += 1
+        detail = (
+            f"{describe_exit(code)}; restart {self._restarts_in_a_row} of "
+            f"{info.restart_limit} in {delay:g} s"
+        )
+        self._info = self._core.commit(
+            info,
+            Status.STARTING,
+            reason="restart",
+            detail=detail,
+            exit_code=code,
+            pid=None,
+            restarts=info.restarts + 1,
+        )
+        self._run = info.runs + 1
+        due = _RespawnDue(self._run)
+        ref = self.actor_ref
+
+        def fire() -> None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell(due)
+
+        self._restart_timer = self._core.timers.call_later(delay, fire)
+        return True
 
     def _on_terminate_request(self, request: TerminateRequest) -> None:
         grace = self._core.config.grace_period if request.grace is None else request.grace
         status = self._info.status
-        if status in (Status.STARTING, Status.RUNNING):
+        if self._cancel_restart():  # between two runs: nothing to signal
+            self._finish(Status.TERMINATED, request.reason, None)
+            request.reply.set(str(self._info.status))
+        elif status in (Status.STARTING, Status.RUNNING):
             self._begin_stop(Status.TERMINATED, request.reason, None, grace, request.reply)
         elif status is Status.STOPPING:
             self._signal_stop(grace, request.reply)
@@ -255,15 +317,24 @@ class SessionSupervisor(Child):
     def _on_spawned(self, pid: int, start_time: int | None) -> None:
         if self._info.status is Status.STARTING:
             self._info = self._core.commit(
-                self._info, Status.RUNNING, reason="spawned", pid=pid, pid_start=start_time
+                self._info,
+                Status.RUNNING,
+                reason="spawned",
+                pid=pid,
+                pid_start=start_time,
+                runs=self._run,
+            )
+        else:  # stopping already: the run still counts, and its pid is what is stopped
+            self._info = self._core.note(
+                self._info, [], runs=self._run, pid=pid, pid_start=start_time
             )
         self._settle_pending()
 
     def _on_spawn_failed(self, detail: str) -> None:
         if self._stopping is not None:
-            self._finish(self._stopping.outcome, self._stopping.reason, detail)
+            self._finish(self._stopping.outcome, self._stopping.reason, detail, runs=self._run)
         elif self._info.status is Status.STARTING:
-            self._finish(Status.FAILED, "spawn_error", detail)
+            self._finish(Status.FAILED, "spawn_error", detail, runs=self._run)
 
     def _on_exited(self, code: int | None) -> None:
         if self._info.status is Status.STARTING:  # cannot happen: Spawned is told first
@@ -273,6 +344,8 @@ class SessionSupervisor(Child):
         if self._stopping is not None:
             stop = self._stopping
             self._finish(stop.outcome, stop.reason, stop.detail or detail, exit_code=code)
+        elif self._restart_agent(code):
+            pass
         elif code is None:
             self._finish(Status.FAILED, "lost", detail)
         elif code == 0 and self._info.persistent:
@@ -406,11 +479,20 @@ class SessionSupervisor(Child):
             and self._core.reaper.find(self._id) is None
         ):
             argv = tuple(build_argv(info.command, info.task, info.args))
-            self._children["runner"].tell(Spawn(info.runs, argv, self._core.agent_env(info)))
+            self._children["runner"].tell(Spawn(self._run, argv, self._core.agent_env(info)))
+
+    def _cancel_restart(self) -> bool:
+        if self._restart_timer is None:
+            return False
+        self._restart_timer.cancel()
+        self._restart_timer = None
+        return True
 
     def _fail_session(self, reason: str, detail: str) -> None:
         status = self._info.status
-        if status in (Status.STARTING, Status.RUNNING):
+        if self._cancel_restart():
+            self._finish(Status.FAILED, reason, detail)
+        elif status in (Status.STARTING, Status.RUNNING):
             self._begin_stop(Status.FAILED, reason, detail, self._core.config.grace_period)
         elif status is Status.STOPPING:
             self._stopping = _Stopping(Status.FAILED, reason, detail)

@@ -156,6 +156,28 @@ def env(value: object) -> dict[str, str]:
     return result
 
 
+RestartPolicy = Literal["never", "on-failure", "always"]
+RESTART_POLICIES: tuple[str, ...] = get_args(RestartPolicy)
+MAX_BACKOFF = 300.0
+"""The longest wait before an agent restart, however many came before."""
+
+
+def restart_policy(value: object) -> RestartPolicy:
+    if value not in RESTART_POLICIES:
+        raise InvalidCommand(
+            f"restart policy {value!r} is not one of {', '.join(RESTART_POLICIES)}"
+        )
+    return value  # type: ignore[return-value]
+
+
+def bounded(value: object, name: str, low: float, high: float, integer: bool = False) -> float:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        kind = "a whole number" if integer else "a number"
+        raise InvalidCommand(f"{name} must be {kind} from {low:g} to {high:g}, not {value!r}")
+    return value
+
+
 def role(value: object) -> str | None:
     if value is None:
         return None

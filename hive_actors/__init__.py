@@ -30,7 +30,7 @@ from hive_actors.errors import (
 if TYPE_CHECKING:
     from hive_actors._config import DEFAULT_COMMAND, HiveConfig
     from hive_actors._events import EventStream, Subscription
-    from hive_actors._hive import Hive, HiveStats, SessionContext
+    from hive_actors._hive import ExecuteResult, Hive, HiveStats, SessionContext
     from hive_actors._models import (
         ContextMessageEvent,
         Event,
@@ -54,6 +54,7 @@ _LAZY: dict[str, str] = {
     "Event": "hive_actors._models",
     "EventBase": "hive_actors._models",
     "EventStream": "hive_actors._events",
+    "ExecuteResult": "hive_actors._hive",
     "Hive": "hive_actors._hive",
     "HiveConfig": "hive_actors._config",
     "HiveStats": "hive_actors._hive",
@@ -93,6 +94,7 @@ __all__ = [
     "Event",
     "EventBase",
     "EventStream",
+    "ExecuteResult",
     "Hive",
     "HiveClosed",
     "HiveConfig",

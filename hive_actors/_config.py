@@ -49,6 +49,10 @@ class HiveConfig(BaseModel):
     max_message_bytes: Annotated[int, Field(ge=1, le=16 * 1024 * 1024)] = 256 * 1024
     context_budget: Annotated[int, Field(ge=256, le=100_000_000)] = 32_000
     """Default size, in characters of JSON, of what ``build_context`` returns."""
+    idle_timeout: Annotated[float, Field(gt=0)] | None = None
+    """Default seconds a persistent session may stay idle before it is completed."""
+    max_lifetime: Annotated[float, Field(gt=0)] | None = None
+    """Default seconds after creation when a session still not ended is terminated."""
     shutdown: Literal["terminate", "leave"] = "terminate"
     """What closing the Hive does to running agents: terminate them (grace period, reason
     ``shutdown``), or leave them running for the next Hive on this root to re-adopt."""

@@ -137,7 +137,7 @@ class HiveCore:
             "HIVE_SESSION_ID": info.session_id,
             "HIVE_SESSION_DIR": info.working_dir,
             "HIVE_OUTPUT_DIR": info.output_dir,
-            "HIVE_TASK": info.task,
+            "HIVE_TASK": info.current_task,
             "HIVE_DB": info.database,
         }
 

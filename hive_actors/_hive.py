@@ -62,6 +62,22 @@ class HiveStats:
     actors: int
     actor_threads: int
     last_seq: int
+    executes: int
+    """Tasks run through ``execute``/``execute_batch``."""
+    reuse_rate: float
+    """Share of those that ran on an idle pooled session instead of a new one."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecuteResult:
+    """How one task run by ``Hive.execute`` ended."""
+
+    session_id: str
+    task: str
+    status: str
+    exit_code: int | None
+    reused: bool
+    """True if it ran on an idle persistent session of its role, False if on a new one."""
 
 
 class Hive:
@@ -93,6 +109,10 @@ class Hive:
         self._close_lock = threading.Lock()
         self._cleanup_lock = threading.Lock()
         self._ended_context_lock = threading.Lock()
+        self._pool_lock = threading.Lock()
+        self._claimed: set[str] = set()
+        self._executes = 0
+        self._reused = 0
         self._subscriptions: dict[int, Subscription] = {}
         self._manager = SessionManager.start(self._core)
         try:
@@ -183,6 +203,8 @@ class Hive:
         restart: str = "never",
         restart_limit: int = 3,
         restart_backoff: float = 1.0,
+        idle_timeout: float | None = None,
+        max_lifetime: float | None = None,
     ) -> str:
         """Create a session: its UUID, working dir, ``.swarm/memory.db``, output dir and log.
 
@@ -191,6 +213,8 @@ class Hive:
         ``restart`` (``never``, ``on-failure``, ``always``) restarts the agent when it
         exits, up to ``restart_limit`` times in a row, waiting ``restart_backoff`` s
         before the first restart and twice as long before each next one.
+        ``idle_timeout`` completes a persistent session idle that long; ``max_lifetime``
+        terminates a session not ended that long after creation (defaults: the config's).
         Returns the new session id. Raises InvalidInput (nothing is created) for bad input.
         """
         self._check_open()
@@ -205,6 +229,12 @@ class Hive:
             "restart_policy": _validate.restart_policy(restart),
             "restart_limit": _validate.bounded(restart_limit, "restart_limit", 0, 1000, True),
             "restart_backoff": _validate.bounded(restart_backoff, "restart_backoff", 0, 3600),
+            "idle_timeout": _optional_seconds(
+                idle_timeout, self.config.idle_timeout, "idle_timeout"
+            ),
+            "max_lifetime": _optional_seconds(
+                max_lifetime, self.config.max_lifetime, "max_lifetime"
+            ),
         }
         if not isinstance(persistent, bool):
             raise InvalidInput(f"persistent must be True or False, not {persistent!r}")
@@ -231,21 +261,26 @@ class Hive:
             raise
         return session_id
 
-    def start_session(self, session_id: str, args: Iterable[str] | None = None) -> str:
+    def start_session(
+        self, session_id: str, args: Iterable[str] | None = None, *, task: str | None = None
+    ) -> str:
         """Start the session's agent; return its status once the spawn was tried.
 
         That is ``running``, ``failed`` (reason ``spawn_error``) if the program could not
         be started, or ``queued`` when ``max_running`` agents already run: it starts when a
         slot frees, highest priority first, oldest first within a priority. ``args``
-        replace the session's default extra arguments for this run. Raises
+        replace the session's default extra arguments for this run; ``task`` gives this
+        run a task of its own (a persistent session reused for new work). Raises
         InvalidTransition unless the session is ``created`` or ``idle``.
         """
         info = self._info(session_id)
         run_args = info.args if args is None else _validate.args(args)
+        run_task = None if task is None else _validate.task(task)
         reply: ThreadingFuture[str] = ThreadingFuture()
         supervisor = self._supervisor(info, Status.STARTING)
+        request = StartRequest(run_args, reply, run_task)
         try:
-            return str(self._tell_and_wait(supervisor, StartRequest(run_args, reply), reply))
+            return str(self._tell_and_wait(supervisor, request, reply))
         except pykka.ActorDeadError:
             raise self._gone(info.session_id, Status.STARTING) from None
 
@@ -342,6 +377,84 @@ class Hive:
                     removed.append(info.session_id)
         return removed
 
+    def execute(
+        self,
+        task: str,
+        role: str,
+        *,
+        priority: str = "medium",
+        metadata: Mapping[str, Any] | None = None,
+        args: Iterable[str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecuteResult:
+        """Run ``task`` on an idle persistent session of ``role``, or on a new one.
+
+        The seeds' pooling: a session that finished a task cleanly goes idle and takes
+        the next task of its role, so its workspace and context carry over. Blocks until
+        the run is over; raises TimeoutError after ``timeout`` seconds.
+        """
+        (result,) = self.execute_batch(
+            [task], role, priority=priority, metadata=metadata, args=args, timeout=timeout
+        )
+        return result
+
+    def execute_batch(
+        self,
+        tasks: Iterable[str],
+        role: str,
+        *,
+        priority: str = "medium",
+        metadata: Mapping[str, Any] | None = None,
+        args: Iterable[str] | None = None,
+        timeout: float | None = None,
+    ) -> list[ExecuteResult]:
+        """Run several tasks one after the other in one session of ``role``.
+
+        Stops at the first task that does not end cleanly (the session has then ended):
+        the results list only the tasks that ran.
+        """
+        tasks = [_validate.task(task) for task in tasks]
+        role = _validate.role(role) or ""
+        if not role:
+            raise InvalidInput("execute needs a role: sessions are pooled by role")
+        session_id, reused = self._claim(role, tasks[0] if tasks else "", priority, metadata)
+        results: list[ExecuteResult] = []
+        try:
+            for task in tasks:
+                self.start_session(session_id, args, task=task)
+                status = self.wait(session_id, timeout)
+                info = self.get_session_info(session_id)
+                results.append(ExecuteResult(session_id, task, status, info.exit_code, reused))
+                with self._pool_lock:
+                    self._executes += 1
+                    self._reused += reused
+                reused = True  # the next task reuses this session
+                if status != "idle":
+                    break
+        finally:
+            with self._pool_lock:
+                self._claimed.discard(session_id)
+        return results
+
+    def _claim(
+        self, role: str, first_task: str, priority: str, metadata: Mapping[str, Any] | None
+    ) -> tuple[str, bool]:
+        """An idle persistent session of ``role`` no other execute holds, else a new one."""
+        with self._pool_lock:
+            for info in self._core.table.all():
+                if (
+                    info.role == role
+                    and info.persistent
+                    and info.status is Status.IDLE
+                    and info.session_id not in self._claimed
+                ):
+                    self._claimed.add(info.session_id)
+                    return info.session_id, True
+        session_id = self.create_session(first_task, priority, metadata, role=role, persistent=True)
+        with self._pool_lock:
+            self._claimed.add(session_id)
+        return session_id, False
+
     def stats(self) -> HiveStats:
         infos = self._core.table.all()
         return HiveStats(
@@ -354,6 +467,8 @@ class Hive:
             actors=self._core.pool.live_actors,
             actor_threads=self._core.pool.thread_count,
             last_seq=self._core.registry.last_seq,
+            executes=self._executes,
+            reuse_rate=self._reused / self._executes if self._executes else 0.0,
         )
 
     # -- context ----------------------------------------------------------------------------
@@ -588,6 +703,12 @@ def _grace(value: object) -> float:
     ):
         raise InvalidConfig(f"grace must be a number of seconds from 0 to 3600, not {value!r}")
     return float(value)
+
+
+def _optional_seconds(value: object, default: float | None, name: str) -> float | None:
+    if value is None:
+        return default
+    return float(_validate.bounded(value, name, 0.001, 10 * 365 * 86400))
 
 
 def _since(value: object) -> int:

@@ -54,6 +54,19 @@ class SessionInfo(BaseModel):
     """Agent restarts allowed in a row before the session ends with the last outcome."""
     restart_backoff: float = 1.0
     """Seconds before the first restart; doubled for each one after (at most 300 s)."""
+    run_task: str | None = None
+    """The task of the current (or last) run when it is not the session's own ``task``:
+    a pooled persistent session runs a new task each time (``Hive.execute``)."""
+    idle_timeout: float | None = None
+    """Seconds a persistent session may stay idle before it is completed."""
+    max_lifetime: float | None = None
+    """Seconds after creation when a session still not ended is terminated."""
+
+    @property
+    def current_task(self) -> str:
+        """What the agent is (or was last) asked to do."""
+        return self.run_task if self.run_task is not None else self.task
+
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict)

@@ -59,6 +59,26 @@ WAITING = frozenset({Status.CREATED, Status.IDLE, Status.QUEUED})
 class StartRequest:
     args: tuple[str, ...]
     reply: ThreadingFuture[str]
+    task: str | None = None
+    """This run's task, if not the session's own (a pooled persistent session)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingStart:
+    """A start waiting for a slot."""
+
+    args: tuple[str, ...]
+    task: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _IdleExpired:
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class _LifetimeExpired:
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +156,10 @@ class SessionSupervisor(Child):
         """The run in flight: its Spawned/Exited messages are the ones that count."""
         self._restart_timer: TimerHandle | None = None
         self._restarts_in_a_row = 0
-        self._acquiring: tuple[str, ...] | None = None
-        """The args of a start waiting for a slot, while it waits."""
+        self._acquiring: _PendingStart | None = None
+        """A start waiting for a slot, while it waits."""
+        self._idle_token = 0
+        self._timers: list[TimerHandle] = []
 
     @property
     def _id(self) -> str:
@@ -149,7 +171,13 @@ class SessionSupervisor(Child):
         if self._adopt:
             self._resume_after_restart()
         elif self._info.status is Status.QUEUED:  # queued under an earlier hive
-            self._acquiring = self._info.args  # the manager re-queued it; Granted comes
+            # the manager re-queued it; Granted comes
+            self._acquiring = _PendingStart(self._info.args, self._info.run_task)
+        elif self._info.status is Status.IDLE:
+            self._arm_idle_timeout()
+        if self._info.max_lifetime is not None:
+            age = (self._core.clock.now() - self._info.created).total_seconds()
+            self._later(max(0.0, self._info.max_lifetime - age), _LifetimeExpired())
 
     def _resume_after_restart(self) -> None:
         """Watch the agent an earlier hive left running; finish a stop it had begun."""
@@ -163,6 +191,8 @@ class SessionSupervisor(Child):
             self._signal_stop(self._core.config.grace_period)
 
     def on_stop(self) -> None:
+        for handle in self._timers:
+            handle.cancel()
         self._stop_children()
 
     def on_failure(
@@ -186,6 +216,10 @@ class SessionSupervisor(Child):
                 self._on_granted()
             case _RespawnDue(run) if run == self._run:
                 self._respawn()
+            case _IdleExpired(token) if token == self._idle_token:
+                self._on_idle_expired()
+            case _LifetimeExpired():
+                self._on_lifetime_expired()
             case Waiting():
                 self._on_waiting()
             case TerminateRequest():
@@ -227,7 +261,8 @@ class SessionSupervisor(Child):
             request.reply.set_exception((InvalidTransition, error, None))
             return
         self._pending.append(request.reply)
-        self._acquiring = request.args
+        self._acquiring = _PendingStart(request.args, request.task)
+        self._idle_token += 1  # an idle timeout armed earlier no longer applies
         self._parent.tell(Acquire(self._id, info.priority))
 
     def _on_waiting(self) -> None:
@@ -235,13 +270,17 @@ class SessionSupervisor(Child):
             return
         if self._info.status is not Status.QUEUED:
             self._info = self._core.commit(
-                self._info, Status.QUEUED, reason="queued", args=self._acquiring
+                self._info,
+                Status.QUEUED,
+                reason="queued",
+                args=self._acquiring.args,
+                run_task=self._acquiring.task,
             )
         self._settle_pending()
 
     def _on_granted(self) -> None:
-        args, self._acquiring = self._acquiring, None
-        if args is None or self._info.status not in WAITING:
+        start, self._acquiring = self._acquiring, None
+        if start is None or self._info.status not in WAITING:
             self._parent.tell(Release(self._id))  # withdrawn meanwhile (terminated)
             return
         self._restarts_in_a_row = 0
@@ -249,7 +288,8 @@ class SessionSupervisor(Child):
             self._info,
             Status.STARTING,
             reason="start",
-            args=args,
+            args=start.args,
+            run_task=start.task,
             pid=None,
         )
         self._run = self._info.runs + 1
@@ -259,8 +299,43 @@ class SessionSupervisor(Child):
         """Spawn run ``self._run`` (the STARTING transition is already recorded)."""
         self._restart_timer = None
         info = self._info
-        argv = tuple(build_argv(info.command, info.task, info.args))
+        argv = tuple(build_argv(info.command, info.current_task, info.args))
         self._child("runner").tell(Spawn(self._run, argv, self._core.agent_env(info)))
+
+    def _later(self, delay: float, message: Any) -> TimerHandle:
+        """Tell ourselves ``message`` after ``delay`` seconds of the hive's clock."""
+        ref = self.actor_ref
+
+        def fire() -> None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell(message)
+
+        handle = self._core.timers.call_later(delay, fire)
+        self._timers = [h for h in self._timers if not h.cancelled] + [handle]
+        return handle
+
+    def _arm_idle_timeout(self) -> None:
+        self._idle_token += 1
+        if self._info.idle_timeout is not None:
+            self._later(self._info.idle_timeout, _IdleExpired(self._idle_token))
+
+    def _on_idle_expired(self) -> None:
+        if self._info.status is Status.IDLE and self._acquiring is None:
+            detail = f"idle for {self._info.idle_timeout:g} s"
+            self._finish(Status.COMPLETED, "idle_timeout", detail)
+
+    def _on_lifetime_expired(self) -> None:
+        if self._info.status in TERMINAL:
+            return
+        detail = f"older than its max_lifetime of {self._info.max_lifetime:g} s"
+        grace = self._core.config.grace_period
+        if self._cancel_restart():
+            self._finish(Status.TERMINATED, "max_lifetime", detail)
+        elif self._info.status in (Status.STARTING, Status.RUNNING):
+            self._begin_stop(Status.TERMINATED, "max_lifetime", detail, grace)
+        elif self._info.status is not Status.STOPPING:
+            self._acquiring = None
+            self._finish(Status.TERMINATED, "max_lifetime", detail)
 
     def _restart_agent(self, code: int | None) -> bool:
         """Schedule a restart if the policy wants one; True if it was scheduled."""
@@ -276,6 +351,9 @@ class SessionSupervisor(Child):
             f"{describe_exit(code)}; restart {self._restarts_in_a_row} of "
             f"{info.restart_limit} in {delay:g} s"
         )
+        # Armed before the commit announces the restart, so the backoff starts now.
+        self._run = info.runs + 1
+        self._restart_timer = self._later(delay, _RespawnDue(self._run))
         self._info = self._core.commit(
             info,
             Status.STARTING,
@@ -285,15 +363,6 @@ class SessionSupervisor(Child):
             pid=None,
             restarts=info.restarts + 1,
         )
-        self._run = info.runs + 1
-        due = _RespawnDue(self._run)
-        ref = self.actor_ref
-
-        def fire() -> None:
-            with contextlib.suppress(pykka.ActorDeadError):
-                ref.tell(due)
-
-        self._restart_timer = self._core.timers.call_later(delay, fire)
         return True
 
     def _on_terminate_request(self, request: TerminateRequest) -> None:
@@ -349,6 +418,7 @@ class SessionSupervisor(Child):
         elif code is None:
             self._finish(Status.FAILED, "lost", detail)
         elif code == 0 and self._info.persistent:
+            self._arm_idle_timeout()  # before the commit announces idle: its clock starts now
             self._info = self._core.commit(
                 self._info, Status.IDLE, reason="exited", detail=detail, exit_code=0, pid=None
             )
@@ -478,7 +548,7 @@ class SessionSupervisor(Child):
             and self._stopping is None
             and self._core.reaper.find(self._id) is None
         ):
-            argv = tuple(build_argv(info.command, info.task, info.args))
+            argv = tuple(build_argv(info.command, info.current_task, info.args))
             self._children["runner"].tell(Spawn(self._run, argv, self._core.agent_env(info)))
 
     def _cancel_restart(self) -> bool:

@@ -53,6 +53,14 @@ class HiveConfig(BaseModel):
     """Default seconds a persistent session may stay idle before it is completed."""
     max_lifetime: Annotated[float, Field(gt=0)] | None = None
     """Default seconds after creation when a session still not ended is terminated."""
+    retention_hours: Annotated[float, Field(ge=0)] | None = None
+    """If set, ended sessions older than this are removed automatically."""
+    log_max_bytes: Annotated[int, Field(ge=1024)] | None = None
+    """If set, a live session's log larger than this is rotated."""
+    log_keep: Annotated[int, Field(ge=0, le=100)] = 3
+    """Rotated log files kept per session (``<uuid>.log.1`` is the newest)."""
+    maintenance_interval: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    """Seconds between housekeeping passes (retention cleanup, log rotation)."""
     shutdown: Literal["terminate", "leave"] = "terminate"
     """What closing the Hive does to running agents: terminate them (grace period, reason
     ``shutdown``), or leave them running for the next Hive on this root to re-adopt."""

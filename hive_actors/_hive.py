@@ -23,6 +23,7 @@ from hive_actors._config import HiveConfig
 from hive_actors._context import CONTEXT_CALLS, Context
 from hive_actors._core import HiveCore
 from hive_actors._events import EventStream, Subscription, async_events
+from hive_actors._maintenance import Maintenance
 from hive_actors._manager import SessionManager
 from hive_actors._models import Event, SessionInfo
 from hive_actors._recovery import recover
@@ -115,11 +116,13 @@ class Hive:
         self._reused = 0
         self._subscriptions: dict[int, Subscription] = {}
         self._manager = SessionManager.start(self._core)
+        self._maintenance = Maintenance(self._core, self.cleanup)
         try:
             recover(self._core, self._start_child)
         except BaseException:
             self._shutdown_tree()
             raise
+        self._maintenance.start()
 
     # -- lifecycle of the Hive itself -------------------------------------------------------
 
@@ -174,6 +177,7 @@ class Hive:
                     )
                 except TimeoutError:
                     log.error("session did not stop at shutdown", session_id=session_id)
+            self._maintenance.close()
             self._closed = True
             for subscription in list(self._subscriptions.values()):
                 subscription.close()

@@ -89,6 +89,9 @@ def remove(paths: SessionPaths) -> None:
     shutil.rmtree(paths.working_dir, ignore_errors=True)
     if paths.output_link is not None and paths.output_dir.name == session_id:
         shutil.rmtree(paths.output_dir, ignore_errors=True)
+    for rotated in paths.log_file.parent.glob(paths.log_file.name + ".*"):
+        with contextlib.suppress(FileNotFoundError):
+            rotated.unlink()
     with contextlib.suppress(FileNotFoundError):
         paths.log_file.unlink()
 

@@ -32,7 +32,7 @@ structlog.configure(
 )
 logging.getLogger("pykka").setLevel(logging.CRITICAL)
 
-HIVE_THREADS = ("hive-actor", "hive-reaper", "hive-timers", "hive-subscriber")
+HIVE_THREADS = ("hive-actor", "hive-reaper", "hive-timers", "hive-subscriber", "hive-maint")
 
 
 def _hive_threads() -> list[str]:

@@ -5,6 +5,7 @@
 * ``ReadySignal``: wait, without polling, until a fake agent has set itself up.
 * ``inject_crash``: make one actor of a session die (fault injection).
 * ``session_processes``: the live processes that carry a session's id in their environment.
+* ``wait_maintenance``: wait for the housekeeping pass a clock advance triggered.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "fake_agent_command",
     "inject_crash",
     "session_processes",
+    "wait_maintenance",
 ]
 
 
@@ -132,3 +134,14 @@ def inject_crash(
 def session_processes(session_id: str) -> list[int]:
     """Pids of live (not zombie) processes whose environment says HIVE_SESSION_ID=session_id."""
     return _process.session_processes({session_id}).get(session_id, [])
+
+
+def wait_maintenance(hive: Hive, passes: int, timeout: float = 10.0) -> None:
+    """Block until the Hive's housekeeping has completed ``passes`` passes in all.
+
+    Passes run every ``maintenance_interval`` seconds of the hive's clock: advance a
+    FakeClock by that much, then wait here for the pass it triggered.
+    """
+    if not hive._maintenance.wait_passes(passes, timeout):
+        msg = f"housekeeping did not complete {passes} passes in {timeout} s"
+        raise TimeoutError(msg)

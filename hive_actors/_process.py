@@ -25,17 +25,17 @@ if TYPE_CHECKING:
     from hive_actors._timers import Timers
 
 
-SHIM = """trap : TERM INT HUP
+SHIM = """trap 'stop=1' TERM INT HUP
 status=$1; shift
-"$@"
-code=$?
+if [ -z "$stop" ]; then "$@"; code=$?; else code=143; fi
 printf '%s\\n' "$code" > "$status.tmp" && mv -f "$status.tmp" "$status"
 exit "$code"
 """
 """The group leader of every agent run: ``sh -c SHIM hive-shim STATUS_FILE ARGV...``.
 
 It runs the agent in the foreground (so the agent keeps default signal dispositions),
-survives the stop signal itself (a trap, which the agent does not inherit), and writes the
+survives the stop signal itself (a trap, which the agent does not inherit; a stop that
+arrives before the agent was launched means it never is), and writes the
 agent's exit status atomically (temp file + rename) when it ends: the outcome is on disk
 even if no hive was alive to see it. The agent's argv is passed as ``"$@"``, never parsed
 by the shell. dash costs ~1.7 MB RSS and ~1 ms to start, against ~10 MB and ~5 ms for a
@@ -194,10 +194,22 @@ class AgentProcess:
         with self._lock:
             if self._reaped:
                 return
+            if not self._has_child():
+                # The shim has not launched the agent yet (or it has ended): kill the
+                # shim too. A fork racing a pending SIGKILL fails, so nothing escapes.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                self._killed = True
             for pid in run_processes(self.session_id, self.pid):
                 if pid != self.pid:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
+
+    def _has_child(self) -> bool:
+        try:
+            return bool(Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split())
+        except OSError:  # no such file (kernel without it, or the shim is gone)
+            return False
 
     def _signal_escapees(self, signum: int) -> None:
         with self._lock:

@@ -25,6 +25,7 @@ from hive_actors.errors import (
     InvalidTransition,
     RestartIntensityExceeded,
     SessionNotFound,
+    WorkspaceError,
 )
 
 if TYPE_CHECKING:
@@ -123,6 +124,7 @@ __all__ = [
     "Subscription",
     "TERMINAL",
     "TRANSITIONS",
+    "WorkspaceError",
     "__version__",
     "parse_event",
 ]

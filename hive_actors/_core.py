@@ -31,6 +31,7 @@ from hive_actors._slots import Slots
 from hive_actors._states import Status, check_transition
 from hive_actors._table import SessionTable
 from hive_actors._timers import Timers
+from hive_actors.errors import WorkspaceError
 
 ACTOR_THREADS = 8
 
@@ -39,9 +40,11 @@ class HiveCore:
     def __init__(self, config: HiveConfig, clock: Clock) -> None:
         self.config = config
         self.clock = clock
-        config.root.mkdir(parents=True, exist_ok=True)
-        config.sessions_dir.mkdir(parents=True, exist_ok=True)
-        config.logs_dir.mkdir(parents=True, exist_ok=True)
+        for directory in (config.root, config.sessions_dir, config.logs_dir):
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise WorkspaceError(directory, exc) from exc
         self.bus = EventBus()
         self.registry = Registry(
             config.registry_path, self.bus.publish, created=clock.now().isoformat()

@@ -79,6 +79,13 @@ def read_status(path: Path) -> int | None:
         return None
 
 
+class LogUnavailable(OSError):
+    """The session's log cannot be opened: the agent is not started."""
+
+    def __init__(self, path: Path, cause: OSError) -> None:
+        super().__init__(cause.errno, f"cannot open the log {path}: {cause.strerror}")
+
+
 def resolve_program(program: str, env: Mapping[str, str]) -> str:
     """Fail as exec would (FileNotFoundError, PermissionError) before the shim runs it."""
     if "/" in program:
@@ -126,7 +133,11 @@ class AgentProcess:
     ) -> AgentProcess:
         """Start the agent under the shim; OSError if it cannot be started."""
         resolve_program(argv[0], env)
-        with open(log_file, "ab") as log:
+        try:
+            log = open(log_file, "ab")  # noqa: SIM115 - closed below, once the child has it
+        except OSError as exc:
+            raise LogUnavailable(log_file, exc) from exc
+        with log:
             popen = subprocess.Popen(
                 [SHELL, "-c", SHIM, "hive-shim", str(status_file), *argv],
                 cwd=cwd,

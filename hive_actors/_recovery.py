@@ -20,6 +20,7 @@ from pathlib import Path
 
 import structlog
 
+from hive_actors import _workspace
 from hive_actors._core import HiveCore
 from hive_actors._models import SessionInfo
 from hive_actors._process import (
@@ -31,6 +32,7 @@ from hive_actors._process import (
 )
 from hive_actors._runner import status_file
 from hive_actors._states import TERMINAL, Status
+from hive_actors.errors import CorruptState
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +45,7 @@ def recover(core: HiveCore, start_child: StartChild) -> None:
     """Load every session from the registry and reconcile the unsettled ones."""
     for info in core.registry.sessions():
         core.table.put(info)
+        _check_mirror(info)
     unsettled = [info for info in core.table.all() if info.status not in TERMINAL]
     unconfirmed = {
         info.session_id for info in unsettled if info.status not in RESUMABLE and info.pid is None
@@ -65,6 +68,21 @@ def recover(core: HiveCore, start_child: StartChild) -> None:
                 detail = "its start was never confirmed; its processes were stopped"
             log.warning("session lost", session_id=info.session_id, detail=detail)
             core.commit(info, Status.FAILED, reason="lost", detail=detail, pid=None, recovered=True)
+
+
+def _check_mirror(info: SessionInfo) -> None:
+    """session.json mirrors the registry; a damaged one is reported and rewritten from it."""
+    working_dir = Path(info.working_dir)
+    if not working_dir.is_dir():
+        return
+    try:
+        _workspace.read_info(working_dir)
+    except CorruptState as exc:
+        log.warning("session.json damaged; rewritten from the registry", detail=str(exc))
+        _workspace.write_info(working_dir, info)
+    except FileNotFoundError:
+        log.warning("session.json missing; rewritten from the registry", session=info.session_id)
+        _workspace.write_info(working_dir, info)
 
 
 def _record_outcome(core: HiveCore, info: SessionInfo, code: int, start_child: StartChild) -> None:

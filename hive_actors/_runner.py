@@ -16,7 +16,7 @@ import pykka
 import structlog
 from pykka import ThreadingFuture
 
-from hive_actors._process import AgentProcess, read_status
+from hive_actors._process import AgentProcess, LogUnavailable, read_status
 from hive_actors._reaper import ExitCallback, Reaper
 from hive_actors._runtime import ActorPool
 from hive_actors._supervision import Child
@@ -123,6 +123,9 @@ class ProcessRunner(Child):
                 self._log_file,
                 status_file(self._working_dir, message.run),
             )
+        except LogUnavailable as exc:
+            self.tell_parent(SpawnFailed(message.run, str(exc.strerror)))
+            return
         except OSError as exc:
             detail = f"cannot start {message.argv[0]!r}: {exc.strerror or exc}"
             self.tell_parent(SpawnFailed(message.run, detail))

@@ -13,7 +13,7 @@ from pathlib import Path
 from hive_actors._config import HiveConfig
 from hive_actors._models import SessionInfo
 from hive_actors._registry import connect_wal
-from hive_actors.errors import CorruptState
+from hive_actors.errors import CorruptState, WorkspaceError
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +64,11 @@ def create(paths: SessionPaths) -> None:
 
     All or nothing: on any error what was made is removed and the error re-raised.
     """
-    paths.working_dir.parent.mkdir(parents=True, exist_ok=True)
-    paths.working_dir.mkdir()  # exclusive: two sessions can never share a directory
+    try:
+        paths.working_dir.parent.mkdir(parents=True, exist_ok=True)
+        paths.working_dir.mkdir()  # exclusive: two sessions can never share a directory
+    except OSError as exc:
+        raise WorkspaceError(paths.working_dir, exc) from exc
     try:
         paths.database.parent.mkdir()
         connect_wal(paths.database).close()
@@ -75,6 +78,9 @@ def create(paths: SessionPaths) -> None:
             paths.output_link.symlink_to(paths.output_dir, target_is_directory=True)
         paths.log_file.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(paths.log_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except OSError as exc:
+        remove(paths)
+        raise WorkspaceError(Path(exc.filename or paths.working_dir), exc) from exc
     except BaseException:
         remove(paths)
         raise
@@ -89,10 +95,10 @@ def remove(paths: SessionPaths) -> None:
     shutil.rmtree(paths.working_dir, ignore_errors=True)
     if paths.output_link is not None and paths.output_dir.name == session_id:
         shutil.rmtree(paths.output_dir, ignore_errors=True)
-    for rotated in paths.log_file.parent.glob(paths.log_file.name + ".*"):
-        with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):  # the log dir may be what is broken
+        for rotated in paths.log_file.parent.glob(paths.log_file.name + ".*"):
             rotated.unlink()
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):
         paths.log_file.unlink()
 
 
@@ -113,7 +119,8 @@ def write_info(working_dir: Path, info: SessionInfo) -> None:
 def read_info(working_dir: Path) -> SessionInfo:
     """Read session.json back; CorruptState if it is not what ``write_info`` wrote."""
     path = working_dir / "session.json"
+    data = path.read_bytes()
     try:
-        return SessionInfo.model_validate_json(path.read_bytes())
+        return SessionInfo.model_validate_json(data)
     except ValueError as exc:
         raise CorruptState(f"{path} is corrupted: {exc}") from exc

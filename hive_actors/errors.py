@@ -13,7 +13,8 @@
     ├── InvalidTransition
     ├── RestartIntensityExceeded
     ├── HiveClosed
-    └── CorruptState
+    ├── CorruptState
+    └── WorkspaceError
 
 Constructors take the facts and build the message, so every message says what was wrong
 and what would have been accepted.
@@ -38,6 +39,7 @@ __all__ = [
     "InvalidTransition",
     "RestartIntensityExceeded",
     "SessionNotFound",
+    "WorkspaceError",
 ]
 
 EXAMPLE_SESSION_ID = "550e8400-e29b-41d4-a716-446655440000"
@@ -138,3 +140,12 @@ class HiveClosed(HiveError):
 
 class CorruptState(HiveError):
     """Durable state (registry or session.json) that cannot be read back as written."""
+
+
+class WorkspaceError(HiveError, OSError):
+    """The filesystem refused a directory, database or log file (disk full, a read-only
+    or missing directory); nothing of what was being created was kept."""
+
+    def __init__(self, path: object, cause: OSError) -> None:
+        self.path = path
+        super().__init__(f"cannot create {path}: {cause.strerror or cause}")

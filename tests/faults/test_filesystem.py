@@ -1,0 +1,64 @@
+"""Faults of the filesystem: an unusable log directory, a damaged session.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from hive_actors import WorkspaceError
+
+from ..conftest import Hives
+
+
+def test_an_unusable_log_dir_refuses_create_and_keeps_nothing(hives: Hives, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the log directory should be")
+    with pytest.raises(WorkspaceError, match=f"cannot create {blocker}/logs: Not a directory"):
+        hives.open(log_root=blocker / "logs")
+
+    hive = hives.open()
+    hive.config.logs_dir.rmdir()
+    hive.config.logs_dir.write_text("the log directory became a file")
+    with pytest.raises(WorkspaceError, match=r"cannot create .*/logs: File exists"):
+        hive.create_session("t")
+    assert list(hive.config.sessions_dir.iterdir()) == []  # nothing half-made was kept
+    assert hive.list_sessions() == []
+    assert hive.stats().sessions == 0  # and the hive itself carries on
+
+
+def test_a_log_that_cannot_be_opened_fails_the_start_not_the_hive(hives: Hives) -> None:
+    hive = hives.open()
+    broken = hive.create_session("its log will be gone")
+    healthy = hive.create_session("unaffected", args=["--sleep", "0"])
+    logs = hive.config.logs_dir
+    logs.rename(logs.with_name("logs-away"))
+    logs.write_text("now a file: opening <uuid>.log inside it fails")
+    try:
+        assert hive.start_session(broken) == "failed"
+        info = hive.get_session_info(broken)
+        assert info.reason == "spawn_error"
+        assert (info.detail or "").startswith(f"cannot open the log {info.log_file}: ")
+    finally:
+        logs.unlink()
+        logs.with_name("logs-away").rename(logs)
+    hive.start_session(healthy)
+    assert hive.wait(healthy, timeout=30) == "completed"
+
+
+def test_a_damaged_session_json_is_reported_and_rewritten_from_the_registry(
+    hives: Hives, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = hives.open()
+    session_id = first.create_session("mirrored", "high")
+    mirror = Path(first.get_session_info(session_id).working_dir, "session.json")
+    first.close()
+    mirror.write_text('{"session_id": "truncated')
+    with caplog.at_level(logging.WARNING):
+        second = hives.open()
+    assert "session.json damaged; rewritten from the registry" in caplog.text
+    restored = json.loads(mirror.read_text())
+    assert (restored["session_id"], restored["priority"]) == (session_id, "high")
+    assert second.status(session_id) == "created"

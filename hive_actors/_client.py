@@ -19,6 +19,7 @@ from httpx_sse import connect_sse
 
 from hive_actors._lockfile import DaemonLock
 from hive_actors._paths import LOG_NAME, socket_path
+from hive_actors.errors import InvalidInput
 
 DAEMON_START_TIMEOUT = 30.0
 
@@ -71,6 +72,10 @@ class Client:
             response = self._http.request(method, path, json=body, params=params, timeout=timeout)
         except httpx.TransportError as exc:
             raise DaemonUnreachable(self._where(exc)) from None
+        except UnicodeEncodeError:  # argv bytes that are not UTF-8 (surrogate-escaped)
+            raise InvalidInput(
+                "an argument holds bytes that are not valid UTF-8; only UTF-8 text is accepted"
+            ) from None
         return _decode(response)
 
     def events(

@@ -23,6 +23,7 @@ from hive_actors._config import HiveConfig
 from hive_actors._context import CONTEXT_CALLS, Context
 from hive_actors._core import HiveCore
 from hive_actors._events import EventStream, Subscription, async_events
+from hive_actors._faults import crash_point
 from hive_actors._maintenance import Maintenance
 from hive_actors._manager import SessionManager
 from hive_actors._models import Event, SessionInfo
@@ -258,6 +259,7 @@ class Hive:
             **spec,
         )
         _workspace.create(paths)
+        crash_point("create:workspace")
         try:
             self._ask(self._manager, Call("start_child", (info,), {"new": True}))
         except BaseException:

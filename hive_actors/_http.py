@@ -341,7 +341,7 @@ def _error_handler(status: int, code: str) -> Callable[[Request, Exception], Any
 
 async def _http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = "not_found" if exc.status_code == 404 else "http_error"
+    code = {404: "not_found", 400: "invalid_input"}.get(exc.status_code, "http_error")
     return JSONResponse(
         {"error": code, "message": str(exc.detail)},
         status_code=exc.status_code,

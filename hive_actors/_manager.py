@@ -8,6 +8,7 @@ session is touched. The manager never waits on a supervisor: it only tells.
 from __future__ import annotations
 
 import contextlib
+import queue
 from typing import Any
 
 import pykka
@@ -18,7 +19,7 @@ from hive_actors._models import SessionInfo
 from hive_actors._runtime import PooledActor
 from hive_actors._slots import Acquire, Granted, Release, Waiting
 from hive_actors._states import TERMINAL, Status
-from hive_actors._supervision import Call, ChildFailed, answer
+from hive_actors._supervision import Call, ChildFailed, InjectCrash, answer
 from hive_actors._supervisor import SessionEnded, SessionSupervisor
 
 log = structlog.get_logger(__name__)
@@ -34,7 +35,21 @@ class SessionManager(PooledActor):
         self._by_urn: dict[str, str] = {}
 
     def on_receive(self, message: Any) -> Any:
+        # The root has no supervisor: a failure handling one message is logged, and the
+        # manager goes on serving every other session (it must never die of one).
+        try:
+            return self._dispatch(message)
+        except BaseException:  # SystemExit included: see _runtime
+            log.exception("session manager: a message failed; carrying on", msg=repr(message))
+            if isinstance(message, Call):
+                with contextlib.suppress(queue.Full):
+                    message.reply.set_exception()
+            return None
+
+    def _dispatch(self, message: Any) -> Any:
         match message:
+            case InjectCrash(error):
+                raise error
             case Call():
                 answer(message, self, self.calls)
             case SessionEnded(session_id):

@@ -46,6 +46,7 @@ def recover(core: HiveCore, start_child: StartChild) -> None:
     for info in core.registry.sessions():
         core.table.put(info)
         _check_mirror(info)
+    _report_unregistered(core)
     unsettled = [info for info in core.table.all() if info.status not in TERMINAL]
     unconfirmed = {
         info.session_id for info in unsettled if info.status not in RESUMABLE and info.pid is None
@@ -68,6 +69,19 @@ def recover(core: HiveCore, start_child: StartChild) -> None:
                 detail = "its start was never confirmed; its processes were stopped"
             log.warning("session lost", session_id=info.session_id, detail=detail)
             core.commit(info, Status.FAILED, reason="lost", detail=detail, pid=None, recovered=True)
+
+
+def _report_unregistered(core: HiveCore) -> None:
+    """Session directories with no registry row: creates interrupted before they were
+    acknowledged. Reported, not removed: another host sharing the root may be creating."""
+    known = {info.session_id for info in core.table.all()}
+    strays = [
+        entry.name
+        for entry in core.config.sessions_dir.iterdir()
+        if entry.is_dir() and entry.name not in known
+    ]
+    if strays:
+        log.warning("session directories with no registry row", count=len(strays), ids=strays[:10])
 
 
 def _check_mirror(info: SessionInfo) -> None:

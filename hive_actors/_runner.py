@@ -16,6 +16,7 @@ import pykka
 import structlog
 from pykka import ThreadingFuture
 
+from hive_actors._faults import crash_point
 from hive_actors._process import AgentProcess, LogUnavailable, read_status
 from hive_actors._reaper import ExitCallback, Reaper
 from hive_actors._runtime import ActorPool
@@ -130,6 +131,7 @@ class ProcessRunner(Child):
             detail = f"cannot start {message.argv[0]!r}: {exc.strerror or exc}"
             self.tell_parent(SpawnFailed(message.run, detail))
             return
+        crash_point("start:spawned")
         # Told before the reaper watches, so the supervisor always hears Spawned first.
         self.tell_parent(Spawned(message.run, process.pid, process.start_time))
         try:

@@ -29,6 +29,7 @@ from pykka import ThreadingFuture
 
 from hive_actors._context import Context, ContextManager
 from hive_actors._core import HiveCore
+from hive_actors._faults import crash_point
 from hive_actors._models import SessionInfo, SessionRestartEvent
 from hive_actors._process import build_argv, describe_exit, killed_by_signal
 from hive_actors._runner import (
@@ -292,6 +293,7 @@ class SessionSupervisor(Child):
             run_task=start.task,
             pid=None,
         )
+        crash_point("start:committed")
         self._run = self._info.runs + 1
         self._respawn()
 
@@ -440,6 +442,7 @@ class SessionSupervisor(Child):
     ) -> None:
         self._stopping = _Stopping(outcome, reason, detail)
         self._info = self._core.commit(self._info, Status.STOPPING, reason=reason, detail=detail)
+        crash_point("terminate:committed")
         self._signal_stop(grace, reply)
 
     def _signal_stop(self, grace: float, reply: ThreadingFuture[str] | None = None) -> None:

@@ -129,12 +129,14 @@ def test_leave_running_lets_the_next_hive_finish_the_job(hives: Hives, ready) ->
 
 
 def test_kill_9_of_the_daemon_loses_nothing_and_runs_nothing_twice(daemon: Daemon) -> None:
+    daemon.env["HIVE_MAX_RUNNING"] = "10"
     daemon.start()
     plan = (
         [("long", ["--sleep", "inf"])] * 6
-        + [("quick-ok", ["--sleep", "0.5", "--writes", "7"])] * 5
-        + [("quick-fail", ["--sleep", "0.5", "--exit", "3"])] * 5
-        + [("created", None)] * 4
+        + [("quick-ok", ["--sleep", "0.5", "--writes", "7"])] * 2
+        + [("quick-fail", ["--sleep", "0.5", "--exit", "3"])] * 2
+        + [("queued", ["--writes", "7"])] * 4  # all 10 slots are taken by now
+        + [("created", None)] * 6
     )
     ids: dict[str, str] = {}
     with daemon.http() as http:
@@ -142,7 +144,7 @@ def test_kill_9_of_the_daemon_loses_nothing_and_runs_nothing_twice(daemon: Daemo
             session_id = http.post("/sessions", json={"task": name}).json()["session_id"]
             if args is not None:
                 reply = http.post(f"/sessions/{session_id}/start", json={"args": args})
-                assert reply.json()["status"] == "running"
+                assert reply.json()["status"] == ("queued" if name == "queued" else "running")
             ids[session_id] = name
     assert daemon.process is not None
     daemon.process.kill()  # kill -9: no shutdown, no cleanup
@@ -152,24 +154,30 @@ def test_kill_9_of_the_daemon_loses_nothing_and_runs_nothing_twice(daemon: Daemo
     eventually(lambda: all((sessions / s / ".hive" / "run-1.exit").exists() for s in finishing))
 
     daemon.start()  # a new daemon on the same root
+    expected = {
+        "long": ("running", None),
+        "quick-ok": ("completed", 0),
+        "quick-fail": ("failed", 3),
+        "queued": ("completed", 0),  # started by the new daemon as slots allowed
+        "created": ("created", None),
+    }
     with daemon.http() as http:
+        for session_id, name in ids.items():
+            if name == "queued":
+                http.get(f"/sessions/{session_id}/wait", params={"timeout": 60})
         got = {s: http.get(f"/sessions/{s}").json() for s in ids}
         assert len(got) == 20  # every acknowledged create survived
         for session_id, name in ids.items():
             info = got[session_id]
-            expected = {
-                "long": ("running", None),
-                "quick-ok": ("completed", 0),
-                "quick-fail": ("failed", 3),
-                "created": ("created", None),
-            }[name]
-            assert (info["status"], info["exit_code"]) == expected, (name, info)
+            assert (info["status"], info["exit_code"]) == expected[name], (name, info)
             assert info["runs"] == (0 if name == "created" else 1)  # nothing ran twice
-        for session_id, name in ids.items():
-            if name == "quick-ok":
-                db = sqlite3.connect(got[session_id]["database"])
+            if name.endswith("ok") or name == "queued":
+                db = sqlite3.connect(info["database"])
                 assert db.execute("SELECT count(*) FROM memory").fetchone() == (7,)
                 db.close()
+        recovered = [e for e in (json.loads(line) for line in _journal(daemon)) if e["recovered"]]
+        assert {e["session_id"] for e in recovered} == set(finishing)
+        for session_id, name in ids.items():
             if name == "long":
                 http.post(f"/sessions/{session_id}/terminate", json={"grace": 0})
         for session_id, name in ids.items():
@@ -177,3 +185,9 @@ def test_kill_9_of_the_daemon_loses_nothing_and_runs_nothing_twice(daemon: Daemo
                 reply = http.get(f"/sessions/{session_id}/wait", params={"timeout": 30}).json()
                 assert reply["status"] == "terminated"
                 assert session_processes(session_id) == []
+
+
+def _journal(daemon: Daemon) -> list[str]:
+    done = daemon.cli("events", "--no-follow")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()

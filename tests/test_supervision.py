@@ -140,3 +140,15 @@ def test_an_agent_killed_from_outside_fails_its_session(
     info = hive.get_session_info(victim)
     assert (info.reason, info.exit_code, info.detail) == ("signal", 137, "killed by SIGKILL")
     assert hive.status(bystander) == "running"
+
+
+def test_the_root_manager_survives_an_exception_and_serves_on(
+    hive: Hive, two_running: tuple[str, str, int]
+) -> None:
+    victim, bystander, pid = two_running
+    inject_crash(hive, None, "manager", SystemExit(2))
+    inject_crash(hive, None, "manager", RuntimeError("manager bug"))
+    fresh = hive.create_session("after the manager's failures")  # a Call to the manager
+    assert hive.start_session(fresh) == "running"  # slots: the manager again
+    assert hive.status(victim) == hive.status(bystander) == "running"
+    assert _alive(pid)

@@ -107,18 +107,24 @@ class ReadySignal:
 
 def inject_crash(
     hive: Hive,
-    session_id: str,
-    actor: Literal["session", "context", "runner"],
+    session_id: str | None,
+    actor: Literal["manager", "session", "context", "runner"],
     error: BaseException | None = None,
     timeout: float = 10.0,
 ) -> None:
     """Make one actor of a live session die of ``error`` (default a RuntimeError).
 
-    ``"session"`` is the SessionSupervisor (returns at once: wait for the session's
-    ``failed``); for ``"context"`` and ``"runner"``, its children, it returns once the
-    supervisor has restarted the child or, past the restart intensity, failed the session.
+    ``"manager"`` is the root SessionManager (``session_id`` is ignored; it logs the error
+    and carries on). ``"session"`` is the SessionSupervisor (returns at once: wait for the
+    session's ``failed``); for ``"context"`` and ``"runner"``, its children, it returns once
+    the supervisor has restarted the child or, past the restart intensity, failed the
+    session.
     """
     error = error or RuntimeError(f"injected crash in {actor}")
+    if actor == "manager":
+        hive._manager.tell(InjectCrash(error))  # the testing hook reaches in on purpose
+        return
+    assert session_id is not None
     supervisor = hive._core.table.supervisor(session_id)
     if supervisor is None:
         msg = f"session {session_id} has no live supervisor"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from hive_actors import WorkspaceError
+from hive_actors import InvalidTask, WorkspaceError
 
-from ..conftest import Hives
+from ..conftest import HIVECTL, Daemon, Hives
 
 
 def test_an_unusable_log_dir_refuses_create_and_keeps_nothing(hives: Hives, tmp_path: Path) -> None:
@@ -62,3 +63,27 @@ def test_a_damaged_session_json_is_reported_and_rewritten_from_the_registry(
     restored = json.loads(mirror.read_text())
     assert (restored["session_id"], restored["priority"]) == (session_id, "high")
     assert second.status(session_id) == "created"
+
+
+def test_non_utf8_input_is_refused_at_every_entry_point(daemon: Daemon, hives: Hives) -> None:
+    daemon.start()
+    cli = subprocess.run(
+        [HIVECTL.encode(), b"--root", bytes(daemon.root), b"create", b"bad \xff bytes"],
+        capture_output=True,
+        env=daemon.env,
+        check=False,
+    )
+    assert cli.returncode == 4
+    assert b"not valid UTF-8" in cli.stderr
+    with daemon.http() as http:
+        raw = http.post(
+            "/sessions",
+            content=b'{"task": "bad \xff bytes"}',
+            headers={"content-type": "application/json"},
+        )
+        assert raw.status_code == 400  # not even parseable as JSON
+        assert raw.json()["error"] == "invalid_input"
+        assert http.get("/sessions").json()["sessions"] == []
+    hive = hives.open()
+    with pytest.raises(InvalidTask, match="not valid UTF-8"):
+        hive.create_session("bad \udcff bytes")

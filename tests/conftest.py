@@ -10,9 +10,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pykka
@@ -31,6 +31,8 @@ structlog.configure(
     cache_logger_on_first_use=False,
 )
 logging.getLogger("pykka").setLevel(logging.CRITICAL)
+
+T = TypeVar("T")
 
 HIVE_THREADS = ("hive-actor", "hive-reaper", "hive-timers", "hive-subscriber", "hive-maint")
 
@@ -106,6 +108,32 @@ def ready(tmp_path: Path) -> Iterator[Callable[[], ReadySignal]]:
     yield make
     for signal_ in made:
         signal_.close()
+
+
+def in_threads(
+    target: Callable[[Any], T], arguments: Iterable[Any], timeout: float = 120
+) -> list[T]:
+    """Call ``target(argument)`` on a thread per argument, all at once; their results in
+    argument order. The first exception any of them raised is raised here."""
+    arguments = list(arguments)
+    results: list[Any] = [None] * len(arguments)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            results[index] = target(arguments[index])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(arguments))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    if errors:
+        raise errors[0]
+    assert not any(thread.is_alive() for thread in threads), "a thread did not finish"
+    return results
 
 
 def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

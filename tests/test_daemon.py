@@ -320,8 +320,18 @@ def test_sigterm_stops_every_agent_and_leaves_a_consistent_registry(daemon: Daem
         assert hive.status(waiting) == "created"
 
 
-def _seed_script(text: str, root: Path) -> str:
-    return f'set -u\nexport HIVE_ROOT="{root}"\ncd "{root.parent}"\n' + text
+def _run_seed_script(text: str, daemon: Daemon) -> subprocess.CompletedProcess[str]:
+    """Run a seed script with bash, hivectl on PATH, HIVE_ROOT the daemon's root."""
+    root = daemon.root
+    script = f'set -u\nexport HIVE_ROOT="{root}"\ncd "{root.parent}"\n' + text
+    return subprocess.run(
+        ["bash", "-c", script],
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 WORKFLOW = r"""
@@ -395,14 +405,7 @@ find "$HIVE_ROOT/sessions" -name "memory.db" | wc -l
 
 def test_the_seeds_workflow_script_runs_with_hivectl(daemon: Daemon) -> None:
     daemon.start()
-    done = subprocess.run(
-        ["bash", "-c", _seed_script(WORKFLOW, daemon.root)],
-        env=daemon.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _run_seed_script(WORKFLOW, daemon)
     assert done.returncode == 0, done.stderr
     assert "Task completed! Output at: " in done.stdout
     assert (
@@ -411,14 +414,7 @@ def test_the_seeds_workflow_script_runs_with_hivectl(daemon: Daemon) -> None:
 
 
 def test_the_seeds_concurrent_spawn_script_runs_with_hivectl(daemon: Daemon) -> None:
-    done = subprocess.run(
-        ["bash", "-c", _seed_script(CONCURRENT, daemon.root)],
-        env=daemon.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _run_seed_script(CONCURRENT, daemon)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "daemon Up" in done.stdout
     assert done.stdout.strip().splitlines()[-1] == "3"  # three separate memory.db files

@@ -6,7 +6,6 @@ import json
 import os
 import sqlite3
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -14,23 +13,11 @@ import pytest
 from hive_actors import DEFAULT_COMMAND, Hive, InvalidTransition, SessionNotFound
 from hive_actors.testing import FakeClock, session_processes
 
-from .conftest import Hives, Recorder, eventually, process_alive
+from .conftest import Hives, Recorder, eventually, in_threads, process_alive
 
 
 def test_fifty_concurrent_creates_get_unique_ids_and_workspaces(hive: Hive) -> None:
-    ids: list[str] = []
-    lock = threading.Lock()
-
-    def create(index: int) -> None:
-        session_id = hive.create_session(f"task {index}")
-        with lock:
-            ids.append(session_id)
-
-    threads = [threading.Thread(target=create, args=(i,)) for i in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    ids = in_threads(lambda index: hive.create_session(f"task {index}"), range(50))
     assert len(ids) == 50
     assert len(set(ids)) == 50
     dirs = {hive.get_session_info(i).working_dir for i in ids}
@@ -301,22 +288,13 @@ def test_a_new_hive_on_the_same_root_resumes_where_the_last_stopped(hives: Hives
 
 def test_terminate_racing_start_from_many_threads_leaves_nothing_running(hive: Hive) -> None:
     ids = [hive.create_session(f"race {i}", args=["--sleep", "inf"]) for i in range(24)]
-    errors: list[BaseException] = []
 
     def start_then_stop(chunk: list[str]) -> None:
-        try:
-            for session_id in chunk:
-                hive.start_session(session_id)
-                hive.terminate_session(session_id, grace=0)
-        except BaseException as exc:
-            errors.append(exc)
+        for session_id in chunk:
+            hive.start_session(session_id)
+            hive.terminate_session(session_id, grace=0)
 
-    threads = [threading.Thread(target=start_then_stop, args=(ids[i::6],)) for i in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert errors == []
+    in_threads(start_then_stop, [ids[i::6] for i in range(6)])
     assert [hive.wait(i, timeout=30) for i in ids] == ["terminated"] * 24
     assert all(session_processes(i) == [] for i in ids)
     stats = hive.stats()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 from hive_actors import Hive
 from hive_actors.testing import FakeClock
 
-from .conftest import Hives, Recorder
+from .conftest import Hives, Recorder, in_threads
 
 
 def test_execute_reuses_an_idle_session_of_the_role(hive: Hive) -> None:
@@ -38,20 +37,8 @@ def test_execute_batch_runs_every_task_in_one_session(hive: Hive) -> None:
 
 def test_concurrent_executes_never_share_a_session(hive: Hive) -> None:
     hive.execute("warm up", role="pool")
-    results = []
-    lock = threading.Lock()
-
-    def run(index: int) -> None:
-        result = hive.execute(f"task {index}", role="pool")
-        with lock:
-            results.append(result)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert len(results) == 4
+    results = in_threads(lambda index: hive.execute(f"task {index}", role="pool"), range(4))
+    assert len({r.session_id for r in results}) == 4  # no session ran two tasks at once
     assert all(r.status == "idle" for r in results)
     assert sum(r.reused for r in results) >= 1  # the warm session was taken by one of them
 

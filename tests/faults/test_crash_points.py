@@ -19,6 +19,12 @@ def _crashing(daemon: Daemon, point: str) -> None:
     daemon.start()
 
 
+def _sleeper(http: httpx.Client) -> str:
+    """A new session whose agent would run until stopped."""
+    reply = http.post("/sessions", json={"task": "t", "args": ["--sleep", "inf"]})
+    return str(reply.json()["session_id"])
+
+
 def _restart(daemon: Daemon) -> None:
     assert daemon.process is not None
     assert daemon.process.wait(30) == -9  # it died where we asked, by SIGKILL
@@ -41,9 +47,7 @@ def test_mid_create_no_session_appears_and_nothing_is_half_registered(daemon: Da
 def test_mid_start_before_the_spawn_nothing_runs_and_the_session_is_lost(daemon: Daemon) -> None:
     _crashing(daemon, "start:committed")
     with daemon.http() as http:
-        session_id = http.post("/sessions", json={"task": "t", "args": ["--sleep", "inf"]}).json()[
-            "session_id"
-        ]
+        session_id = _sleeper(http)
         with pytest.raises(httpx.TransportError):
             http.post(f"/sessions/{session_id}/start", json={})
     _restart(daemon)
@@ -56,9 +60,7 @@ def test_mid_start_before_the_spawn_nothing_runs_and_the_session_is_lost(daemon:
 def test_mid_start_after_the_spawn_the_unrecorded_agent_is_stopped(daemon: Daemon) -> None:
     _crashing(daemon, "start:spawned")
     with daemon.http() as http:
-        session_id = http.post("/sessions", json={"task": "t", "args": ["--sleep", "inf"]}).json()[
-            "session_id"
-        ]
+        session_id = _sleeper(http)
         with pytest.raises(httpx.TransportError):
             http.post(f"/sessions/{session_id}/start", json={})
     eventually(lambda: len(session_processes(session_id)) == 2)  # shim + agent, unrecorded
@@ -73,9 +75,7 @@ def test_mid_start_after_the_spawn_the_unrecorded_agent_is_stopped(daemon: Daemo
 def test_mid_terminate_the_next_daemon_finishes_the_stop(daemon: Daemon) -> None:
     _crashing(daemon, "terminate:committed")
     with daemon.http() as http:
-        session_id = http.post("/sessions", json={"task": "t", "args": ["--sleep", "inf"]}).json()[
-            "session_id"
-        ]
+        session_id = _sleeper(http)
         assert http.post(f"/sessions/{session_id}/start", json={}).json()["status"] == "running"
         with pytest.raises(httpx.TransportError):
             http.post(f"/sessions/{session_id}/terminate", json={"grace": 0})

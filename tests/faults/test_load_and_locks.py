@@ -8,40 +8,29 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
 from hive_actors.testing import session_processes
 
-from ..conftest import Hives
+from ..conftest import Hives, in_threads
 
 
 def test_200_sessions_created_started_and_terminated_from_8_threads(hives: Hives) -> None:
     sleep = shutil.which("sleep") or "/bin/sleep"
     hive = hives.open(command=[sleep, "60"], max_running=50)
-    errors: list[BaseException] = []
-    ids: list[str] = []
-    lock = threading.Lock()
 
-    def work(worker: int) -> None:
-        try:
-            for index in range(25):
-                session_id = hive.create_session(f"load {worker}-{index}")
-                with lock:
-                    ids.append(session_id)
-                hive.start_session(session_id)
-                if index % 2:
-                    hive.terminate_session(session_id, grace=0)
-        except BaseException as exc:
-            errors.append(exc)
+    def work(worker: int) -> list[str]:
+        created = []
+        for index in range(25):
+            session_id = hive.create_session(f"load {worker}-{index}")
+            created.append(session_id)
+            hive.start_session(session_id)
+            if index % 2:
+                hive.terminate_session(session_id, grace=0)
+        return created
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert errors == []
+    ids = [session_id for chunk in in_threads(work, range(8)) for session_id in chunk]
     assert len(set(ids)) == 200
     for session_id in ids:  # the rest, running or queued, are terminated now
         hive.terminate_session(session_id, grace=0)

@@ -59,16 +59,6 @@ class Slots:
                     return index + 1
             return None
 
-    @property
-    def running(self) -> int:
-        with self._lock:
-            return len(self._holders)
-
-    @property
-    def queued(self) -> int:
-        with self._lock:
-            return len(self._waiting)
-
 
 @dataclass(frozen=True, slots=True)
 class Acquire:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from hive_actors import InvalidTask, WorkspaceError
+from hive_actors import CorruptState, InvalidTask, WorkspaceError
 
 from ..conftest import HIVECTL, Daemon, Hives
 
@@ -87,3 +88,17 @@ def test_non_utf8_input_is_refused_at_every_entry_point(daemon: Daemon, hives: H
     hive = hives.open()
     with pytest.raises(InvalidTask, match="not valid UTF-8"):
         hive.create_session("bad \udcff bytes")
+
+
+def test_a_truncated_registry_is_reported_not_replaced(hives: Hives, tmp_path: Path) -> None:
+    root = tmp_path / "truncated"
+    first = hives.open(root=root, command=["true"])
+    for index in range(200):
+        first.create_session(f"t{index}", metadata={"pad": "x" * 500})
+    first.close()
+    registry = root / "registry.db"
+    os.truncate(registry, registry.stat().st_size // 2)
+    damaged = registry.read_bytes()
+    with pytest.raises(CorruptState, match="not a readable hive registry"):
+        hives.open(root=root)
+    assert registry.read_bytes() == damaged  # never silently replaced by an empty one

@@ -1,12 +1,13 @@
 # Two entry points for a fresh machine with only python3 and make:
 #   make demo   installs into .venv and runs a few sessions of the bundled fake agent
 #   make test   installs into .venv and runs lint, types and the whole test suite
+#   make bench  runs the benchmarks (not part of the tests): JSON lines with ratios
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest clean
+.PHONY: demo test lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,9 @@ pytest: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

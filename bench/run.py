@@ -212,24 +212,7 @@ def bench_live(sessions: int) -> None:
 def bench_latency(calls: int) -> None:
     with temp_root() as root, Hive(root=root, command=[TRUE]) as hive:
         for concurrency in (1, 16):
-            creates: list[float] = []
-            statuses: list[float] = []
-            lock = threading.Lock()
-
-            def client(_thread: int) -> None:
-                mine_c, mine_s = [], []
-                for _ in range(calls // concurrency):
-                    started = time.perf_counter()
-                    session_id = hive.create_session("latency")
-                    mine_c.append(time.perf_counter() - started)
-                    started = time.perf_counter()
-                    hive.status(session_id)
-                    mine_s.append(time.perf_counter() - started)
-                with lock:
-                    creates.extend(mine_c)
-                    statuses.extend(mine_s)
-
-            run_threads(concurrency, client)
+            creates, statuses = _latency_round(hive, calls, concurrency)
             emit(
                 "api_latency_in_process",
                 concurrency=concurrency,
@@ -241,39 +224,41 @@ def bench_latency(calls: int) -> None:
             )
 
 
+def _latency_round(hive: Hive, calls: int, concurrency: int) -> tuple[list[float], list[float]]:
+    creates: list[float] = []
+    statuses: list[float] = []
+    lock = threading.Lock()
+
+    def client(_thread: int) -> None:
+        mine_c, mine_s = [], []
+        for _ in range(calls // concurrency):
+            started = time.perf_counter()
+            session_id = hive.create_session("latency")
+            mine_c.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            hive.status(session_id)
+            mine_s.append(time.perf_counter() - started)
+        with lock:
+            creates.extend(mine_c)
+            statuses.extend(mine_s)
+
+    run_threads(concurrency, client)
+    return creates, statuses
+
+
 # -- 4. event fan-out and replay --------------------------------------------------------------
 
 
 def bench_fanout(events: int) -> None:
     with temp_root() as root, Hive(root=root, command=[TRUE]) as hive:
         session_id = hive.create_session("fan-out")
-        registry = hive._core.registry  # journal + publish: the path every event takes
         at = dt.datetime.now(dt.UTC)
         batch = [
             ContextMessageEvent(session_id=session_id, at=at, role="user", content="x")
             for _ in range(100)
         ]
         for subscribers in (1, 10, 100):
-            received = [0] * subscribers
-            done = threading.Barrier(subscribers + 1)
-            target = hive.last_seq + events
-
-            def make(index: int) -> Callable[[Event], None]:
-                def receive(event: Event) -> None:
-                    received[index] += 1
-                    if event.seq == target:
-                        done.wait()
-
-                return receive
-
-            subscriptions = [hive.subscribe_to_all_sessions(make(i)) for i in range(subscribers)]
-            started = time.perf_counter()
-            for _ in range(events // 100):
-                registry.append(batch)
-            done.wait()
-            elapsed = time.perf_counter() - started
-            for subscription in subscriptions:
-                hive.unsubscribe(subscription)
+            elapsed = _fanout_round(hive, batch, events, subscribers)
             emit(
                 "event_fanout",
                 subscribers=subscribers,
@@ -292,6 +277,27 @@ def bench_fanout(events: int) -> None:
         )
 
 
+def _fanout_round(hive: Hive, batch: list[ContextMessageEvent], events: int, count: int) -> float:
+    """Seconds until ``count`` subscribers each received ``events`` journaled events."""
+    registry = hive._core.registry  # journal + publish: the path every event takes
+    done = threading.Barrier(count + 1)
+    target = hive.last_seq + events
+
+    def receive(event: Event) -> None:
+        if event.seq == target:
+            done.wait()
+
+    subscriptions = [hive.subscribe_to_all_sessions(receive) for _ in range(count)]
+    started = time.perf_counter()
+    for _ in range(events // len(batch)):
+        registry.append(batch)
+    done.wait()
+    elapsed = time.perf_counter() - started
+    for subscription in subscriptions:
+        hive.unsubscribe(subscription)
+    return elapsed
+
+
 # -- 5. recovery ------------------------------------------------------------------------------
 
 
@@ -304,7 +310,7 @@ def bench_recovery(sessions: int) -> None:
             for session_id in ids[: sessions // 2]:
                 first.start_session(session_id)
         started = time.perf_counter()
-        second = Hive(root=root, command=[SLEEP, "3600"], max_running=100_000)
+        second = Hive(root=root, **config)
         elapsed = time.perf_counter() - started
         running = len(second.list_sessions("running"))
         second.close(grace=0)

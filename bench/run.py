@@ -302,10 +302,9 @@ def _fanout_round(hive: Hive, batch: list[ContextMessageEvent], events: int, cou
 
 
 def bench_recovery(sessions: int) -> None:
+    config: dict[str, Any] = {"command": [SLEEP, "3600"], "max_running": 100_000}
     with temp_root() as root:
-        with Hive(
-            root=root, command=[SLEEP, "3600"], max_running=100_000, shutdown="leave"
-        ) as first:
+        with Hive(root=root, shutdown="leave", **config) as first:
             ids = [first.create_session(f"r{i}") for i in range(sessions)]
             for session_id in ids[: sessions // 2]:
                 first.start_session(session_id)

@@ -280,12 +280,22 @@ class Context:
         self._registry = registry
         self._clock = clock
         self._store = ContextStore(database, config.max_history, config.max_files)
-        self._state = ContextState()
+        self._loaded: ContextState | None = None
 
     def load(self) -> Context:
+        """Read the context from the session DB (again, if it was read before)."""
         self._store.ensure_schema()
-        self._state = self._store.load()
+        self._loaded = self._store.load()
         return self
+
+    @property
+    def _state(self) -> ContextState:
+        # Read on first use: most sessions never touch their context, and opening the
+        # DB for each new session would cost every start.
+        if self._loaded is None:
+            self.load()
+        assert self._loaded is not None
+        return self._loaded
 
     def add_message(self, role: str, content: str) -> int:
         message = {
@@ -352,16 +362,14 @@ CONTEXT_CALLS = frozenset(
 
 
 class ContextManager(Child):
-    """The actor holding one live session's context; restarted, it reloads from the DB."""
+    """The actor holding one live session's context. Its supervisor gives each (re)start a
+    new Context, read from the session DB on first use: a restart reloads the state."""
 
     child_name = "context"
 
     def __init__(self, pool: ActorPool, parent: Any, context: Context) -> None:
         super().__init__(pool, parent)
         self._context = context
-
-    def on_start(self) -> None:
-        self._context.load()
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Call):

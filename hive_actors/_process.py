@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,27 +201,31 @@ class AgentProcess:
 
         The shim survives to wait for its agent and record how it ended, so the run is
         reported over only once the agent is really gone (a SIGKILL is delivered, not
-        done, when kill() returns).
+        done, when kill() returns). The agent (the shim's child) is found afresh; the rest
+        of the group is killed when the shim is reaped; escapees come from a /proc
+        snapshot shared with other stops (see SCAN_REUSE).
         """
         with self._lock:
             if self._reaped:
                 return
-            if not self._has_child():
+            children = self._children()
+            if not children:
                 # The shim has not launched the agent yet (or it has ended): kill the
                 # shim too. A fork racing a pending SIGKILL fails, so nothing escapes.
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.pid, signal.SIGKILL)
                 self._killed = True
-            for pid in run_processes(self.session_id, self.pid):
+            for pid in children + run_processes(self.session_id, self.pid):
                 if pid != self.pid:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
 
-    def _has_child(self) -> bool:
+    def _children(self) -> list[int]:
         try:
-            return bool(Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split())
+            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
         except OSError:  # no such file (kernel without it, or the shim is gone)
-            return False
+            return []
+        return [int(pid) for pid in text.split()]
 
     def _signal_escapees(self, signum: int) -> None:
         with self._lock:
@@ -254,7 +259,9 @@ class AgentProcess:
             return self.exit_code
 
 
-def session_processes(session_ids: set[str] | None = None) -> dict[str, list[int]]:
+def session_processes(
+    session_ids: set[str] | None = None, fresh: bool = True
+) -> dict[str, list[int]]:
     """Live (not zombie) processes by the HIVE_SESSION_ID in their environment.
 
     Every process an agent starts inherits the marker unless it clears its environment,
@@ -262,7 +269,7 @@ def session_processes(session_ids: set[str] | None = None) -> dict[str, list[int
     another session). One pass over /proc serves any number of sessions.
     """
     found: dict[str, list[int]] = {}
-    for pid, _pgrp, session_id in _scan_proc():
+    for pid, _pgrp, session_id in _read_proc() if fresh else _scan_proc():
         if session_id is not None and (session_ids is None or session_id in session_ids):
             found.setdefault(session_id, []).append(pid)
     return found
@@ -280,7 +287,28 @@ def run_processes(session_id: str, pgid: int, group: bool = True) -> list[int]:
     return found
 
 
+SCAN_REUSE = 0.05
+"""Seconds a /proc snapshot serves further stops: a mass stop (hundreds of sessions at
+once) shares a few passes instead of one per session. A descendant born outside its
+group within that window before the final sweep could be missed."""
+
+_scan_lock = threading.Lock()
+_last_scan: tuple[float, list[tuple[int, int, str | None]]] = (-1.0, [])
+
+
 def _scan_proc() -> list[tuple[int, int, str | None]]:
+    """A snapshot of every live process: no older than SCAN_REUSE seconds."""
+    global _last_scan  # noqa: PLW0603 - one cache for the whole process, like /proc itself
+    with _scan_lock:
+        taken, snapshot = _last_scan
+        now = time.monotonic()
+        if now - taken > SCAN_REUSE:
+            snapshot = _read_proc()
+            _last_scan = (time.monotonic(), snapshot)
+        return snapshot
+
+
+def _read_proc() -> list[tuple[int, int, str | None]]:
     """(pid, process group, HIVE_SESSION_ID or None) of every live process we can read."""
     found = []
     for entry in os.scandir("/proc"):

@@ -192,9 +192,13 @@ class SessionSupervisor(Child):
             self._signal_stop(self._core.config.grace_period)
 
     def on_stop(self) -> None:
+        self._cancel_timers()
+        self._stop_children()
+
+    def _cancel_timers(self) -> None:
         for handle in self._timers:
             handle.cancel()
-        self._stop_children()
+        self._timers.clear()
 
     def on_failure(
         self,
@@ -202,7 +206,8 @@ class SessionSupervisor(Child):
         exception_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        # The manager fails the session; leave no child actor and no agent behind.
+        # The manager fails the session; leave no child actor, timer or agent behind.
+        self._cancel_timers()
         self._stop_children()
         process = self._core.reaper.find(self._id)
         if process is not None:

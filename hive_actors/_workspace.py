@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,17 +101,21 @@ def remove(paths: SessionPaths) -> None:
 
 
 def write_info(working_dir: Path, info: SessionInfo) -> None:
-    """Write session.json atomically (temp file + rename): readers never see half a file."""
-    data = json.dumps(info.to_json_dict(), indent=2, ensure_ascii=False)
-    fd, temp = tempfile.mkstemp(prefix=".session.", suffix=".tmp", dir=working_dir)
+    """Write session.json atomically (temp file + rename): readers never see half a file.
+
+    One writer at a time per session (its supervisor; the manager or recovery only once
+    the supervisor is gone), so the temp file can have a fixed name.
+    """
+    data = info.model_dump_json(indent=2).encode()
+    temp = working_dir / ".session.json.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(data)
-        os.replace(temp, working_dir / "session.json")
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+    os.replace(temp, working_dir / "session.json")
 
 
 def read_info(working_dir: Path) -> SessionInfo:

@@ -266,6 +266,15 @@ def bench_fanout(events: int) -> None:
                 deliveries_per_s=round(events * subscribers / elapsed),
                 target_per_s_one_subscriber=100_000 if subscribers == 1 else None,
             )
+        for subscribers in (1, 10, 100):
+            elapsed = _delivery_round(hive, events, subscribers)
+            emit(
+                "event_delivery",
+                subscribers=subscribers,
+                events=events,
+                deliveries_per_s=round(events * subscribers / elapsed),
+                note="bus to callbacks only: events already journaled",
+            )
         started = time.perf_counter()
         replayed = sum(1 for _ in hive.events(since=0))
         elapsed = time.perf_counter() - started
@@ -291,6 +300,35 @@ def _fanout_round(hive: Hive, batch: list[ContextMessageEvent], events: int, cou
     started = time.perf_counter()
     for _ in range(events // len(batch)):
         registry.append(batch)
+    done.wait()
+    elapsed = time.perf_counter() - started
+    for subscription in subscriptions:
+        hive.unsubscribe(subscription)
+    return elapsed
+
+
+def _delivery_round(hive: Hive, events: int, count: int) -> float:
+    """Seconds to deliver ``events`` journaled events from the bus to ``count`` callbacks."""
+    journal = list(hive.events(since=max(0, hive.last_seq - events)))
+    while len(journal) < events:
+        journal += journal[: events - len(journal)]
+    last = journal[-1]
+    done = threading.Barrier(count + 1)
+    seen = [0] * count
+
+    def make(index: int) -> Callable[[Event], None]:
+        def receive(event: Event) -> None:
+            seen[index] += 1
+            if seen[index] == events and event is last:
+                done.wait()
+
+        return receive
+
+    subscriptions = [hive.subscribe_to_all_sessions(make(i)) for i in range(count)]
+    publish = hive._core.bus.publish  # what a commit calls, minus the commit
+    started = time.perf_counter()
+    for event in journal:
+        publish(event)
     done.wait()
     elapsed = time.perf_counter() - started
     for subscription in subscriptions:

@@ -22,6 +22,7 @@ from hive_actors import _validate
 from hive_actors._client import ApiError, Client, DaemonUnreachable
 from hive_actors._lockfile import DaemonLock
 from hive_actors._paths import default_root
+from hive_actors._states import SETTLED
 from hive_actors.errors import CorruptState, HiveError, InvalidInput
 
 EXIT_OK = 0
@@ -39,7 +40,6 @@ EXIT_SPAWN_ERROR = 127
 EXIT_INTERRUPTED = 130
 
 _HTTP_EXIT = {404: EXIT_NOT_FOUND, 422: EXIT_INVALID, 409: EXIT_CONFLICT}
-SETTLED = frozenset({"completed", "failed", "terminated", "idle"})
 MAX_WAIT_REQUEST = 300.0
 
 

@@ -178,7 +178,11 @@ class ContextStore:
             db.close()
 
     def load(self) -> ContextState:
-        with self._transaction() as db:
+        """Read the context, making its tables first if this is the DB's first use."""
+        db = connect_wal(self._database)
+        try:
+            db.executescript(_SCHEMA)
+            db.execute("BEGIN")
             rows = db.execute(
                 "SELECT role, content, at FROM hive_messages ORDER BY id DESC LIMIT ?",
                 (self._max_history,),
@@ -188,18 +192,14 @@ class ContextStore:
                 (self._max_files,),
             ).fetchall()
             index = db.execute("SELECT path, info FROM hive_file_index ORDER BY path").fetchall()
+            db.execute("COMMIT")
+        finally:
+            db.close()
         return ContextState(
             messages=[{"role": r, "content": c, "at": at} for r, c, at in reversed(rows)],
             files=[path for (path,) in reversed(files)],
             index={path: json.loads(info) for path, info in index},
         )
-
-    def ensure_schema(self) -> None:
-        db = connect_wal(self._database)
-        try:
-            db.executescript(_SCHEMA)
-        finally:
-            db.close()
 
     def add_message(self, state: ContextState, message: dict[str, Any]) -> None:
         with self._transaction() as db:
@@ -284,7 +284,6 @@ class Context:
 
     def load(self) -> Context:
         """Read the context from the session DB (again, if it was read before)."""
-        self._store.ensure_schema()
         self._loaded = self._store.load()
         return self
 

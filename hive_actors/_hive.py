@@ -486,8 +486,7 @@ class Hive:
 
     def context(self, session_id: str) -> SessionContext:
         """The session's ContextManager calls, bound to its id."""
-        self._info(session_id)
-        return SessionContext(self, _validate.session_id(session_id))
+        return SessionContext(self, self._info(session_id).session_id)
 
     def _context_call(self, session_id: str, method: str, *args: Any) -> Any:
         info = self._info(session_id)

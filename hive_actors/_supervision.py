@@ -48,19 +48,15 @@ class InjectCrash:
 
 
 class Child(PooledActor):
-    """An actor with a parent that hears of its death; answers ``Call`` messages."""
+    """An actor with a parent that hears of its death."""
 
     child_name: ClassVar[str] = "child"
-    calls: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, pool: ActorPool, parent: pykka.ActorRef[Any]) -> None:
         super().__init__(pool)
         self._parent = parent
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, Call):
-            answer(message, self, self.calls)
-            return None
         if isinstance(message, InjectCrash):
             raise message.error
         return self.handle(message)

@@ -21,6 +21,7 @@ import structlog
 
 from hive_actors import Event, Hive
 from hive_actors._lockfile import DaemonLock
+from hive_actors._process import process_start_time
 from hive_actors.testing import FakeClock, ReadySignal, fake_agent_command, session_processes
 
 # hive_actors never configures logging; tests route structlog into stdlib logging so
@@ -150,11 +151,7 @@ def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 
 def process_alive(pid: int) -> bool:
     """True for a running process; a zombie (exited, not yet reaped) counts as gone."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state not in ("Z", "X")
+    return process_start_time(pid) is not None
 
 
 class Recorder:

@@ -13,10 +13,6 @@ from hive_actors.testing import FakeClock, inject_crash, session_processes
 from .conftest import Recorder, eventually, process_alive
 
 
-def _alive(pid: int) -> bool:
-    return process_alive(pid)
-
-
 @pytest.fixture
 def two_running(hive: Hive, ready) -> tuple[str, str, int]:
     """A victim and a bystander session, both with a live agent; returns the victim's pid."""
@@ -49,7 +45,7 @@ def test_context_manager_crash_is_restarted_with_its_history(
     assert context.active_files() == ["src/main.rs"]
     info = hive.get_session_info(victim)
     assert (info.status, info.restarts) == ("running", 1)
-    assert _alive(pid)
+    assert process_alive(pid)
     recorder.wait_for(lambda events: any(e.type == "session.restart" for e in events))
     restarts = [e for e in recorder.events if e.type == "session.restart"]
     assert [(e.session_id, e.child) for e in restarts] == [(victim, "context")]
@@ -61,7 +57,7 @@ def test_process_runner_crash_reattaches_to_the_running_agent(
 ) -> None:
     victim, bystander, pid = two_running
     inject_crash(hive, victim, "runner")
-    assert _alive(pid)
+    assert process_alive(pid)
     assert hive.get_session_info(victim).restarts == 1
     assert hive.status(victim) == "running"
     # The new runner can still stop the agent its predecessor started.
@@ -83,7 +79,7 @@ def test_base_exception_in_an_actor_stops_only_that_actor(
     assert len(pykka.ActorRegistry.get_all()) == actors_before
     assert hive.status(victim) == hive.status(bystander) == "running"
     assert hive.get_session_info(victim).restarts == 2
-    assert _alive(pid)
+    assert process_alive(pid)
     hive.send_message(bystander, "user", "still here")
 
 
@@ -101,7 +97,7 @@ def test_restart_intensity_exceeded_fails_only_that_session(
     assert info.reason == "restart_intensity"
     assert "4 restarts in 5.0 s (limit 3)" in (info.detail or "")
     assert "context" in (info.detail or "")
-    assert not _alive(pid)  # reaped by us, so the pid is gone
+    assert not process_alive(pid)  # reaped by us, so the pid is gone
     assert session_processes(victim) == []
     assert hive.status(bystander) == "running"
     hive.send_message(bystander, "user", "unaffected")
@@ -151,4 +147,4 @@ def test_the_root_manager_survives_an_exception_and_serves_on(
     fresh = hive.create_session("after the manager's failures")  # a Call to the manager
     assert hive.start_session(fresh) == "running"  # slots: the manager again
     assert hive.status(victim) == hive.status(bystander) == "running"
-    assert _alive(pid)
+    assert process_alive(pid)

@@ -72,15 +72,20 @@ def rss_kib() -> int:
 # -- 1. lifecycle throughput ------------------------------------------------------------------
 
 
+def prepare(work: Path) -> None:
+    """The per-session preparation every contender does: its dir and a WAL SQLite file."""
+    (work / ".swarm").mkdir(parents=True)
+    db = sqlite3.connect(work / ".swarm" / "memory.db")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.close()
+
+
 def floor_lifecycle(root: Path, sessions: int, concurrency: int) -> float:
     """The bare per-session work and nothing else; returns seconds."""
 
     def one(index: int) -> None:
         work = root / "floor" / str(index)
-        (work / ".swarm").mkdir(parents=True)
-        db = sqlite3.connect(work / ".swarm" / "memory.db")
-        db.execute("PRAGMA journal_mode=WAL")
-        db.close()
+        prepare(work)
         with open(root / f"floor-{index}.log", "ab") as log:
             process = subprocess.Popen(
                 [TRUE],
@@ -97,6 +102,33 @@ def floor_lifecycle(root: Path, sessions: int, concurrency: int) -> float:
     started = time.perf_counter()
     run_threads(concurrency, lambda t: [one(t * per_thread + i) for i in range(per_thread)])
     return time.perf_counter() - started
+
+
+def circus_lifecycle(root: Path, sessions: int, concurrency: int) -> float:
+    """One watcher per session, added and started from ``concurrency`` clients, each
+    awaited through circus's event stream (its "reap" of the exited process)."""
+    from circus_peer import Circus
+
+    per_thread = sessions // concurrency
+    with Circus(root / "circus") as circus:
+        ended = threading.Semaphore(0)
+        circus.on_event(lambda _name, event: ended.release() if event == "reap" else None)
+        started = time.perf_counter()
+
+        def work(thread: int) -> None:
+            client = circus.client()
+            try:
+                for index in range(per_thread):
+                    name = f"s{thread}-{index}"
+                    prepare(root / "work" / name)
+                    circus.add(client, name, [TRUE], root / "work" / name, root / f"{name}.log")
+            finally:
+                client.stop()
+
+        run_threads(concurrency, work)
+        for _ in range(per_thread * concurrency):
+            ended.acquire()
+        return time.perf_counter() - started
 
 
 def hive_lifecycle(root: Path, sessions: int, concurrency: int) -> float:
@@ -123,30 +155,93 @@ def hive_lifecycle(root: Path, sessions: int, concurrency: int) -> float:
         return time.perf_counter() - started
 
 
-def bench_lifecycle(rounds: int, sessions: int) -> None:
-    for concurrency in (1, 16):
-        floors, hives = [], []
+LEVELS = (1, 2, 4, 8, 16)
+
+
+def bench_lifecycle(rounds: int, sessions: int, plot: Path | None) -> None:
+    contenders: dict[str, Callable[[Path, int, int], float]] = {
+        "floor": floor_lifecycle,
+        "hive": hive_lifecycle,
+    }
+    if circus_available():
+        contenders["circus"] = circus_lifecycle
+    per_second: dict[str, list[float]] = {name: [] for name in contenders}
+    for concurrency in LEVELS:
+        times: dict[str, list[float]] = {name: [] for name in contenders}
         for _ in range(rounds):
-            with temp_root() as root:
-                floors.append(floor_lifecycle(root, sessions, concurrency))
-            with temp_root() as root:
-                hives.append(hive_lifecycle(root, sessions, concurrency))
-        floor, hive = statistics.median(floors), statistics.median(hives)
+            for name, run in contenders.items():
+                with temp_root() as root:
+                    times[name].append(run(root, sessions, concurrency))
+        median = {name: statistics.median(values) for name, values in times.items()}
+        for name in contenders:
+            per_second[name].append(sessions / median[name])
         emit(
             "lifecycle_throughput",
             sessions=sessions,
             concurrency=concurrency,
-            hive_sessions_per_s=round(sessions / hive, 1),
-            floor_sessions_per_s=round(sessions / floor, 1),
-            ratio_hive_over_floor_time=round(hive / floor, 2),
+            **{f"{name}_sessions_per_s": round(sessions / median[name], 1) for name in median},
+            ratio_hive_over_floor_time=round(median["hive"] / median["floor"], 2),
+            ratio_circus_over_hive_time=(
+                round(median["circus"] / median["hive"], 2) if "circus" in median else None
+            ),
             target_ratio=1.5 if concurrency == 16 else None,
         )
+    if plot is not None:
+        draw_lifecycle(plot, sessions, per_second)
+
+
+def draw_lifecycle(path: Path, sessions: int, per_second: dict[str, list[float]]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError:
+        emit("plot", skipped="matplotlib is not installed: pip install -e '.[bench]'")
+        return
+    figure, axes = pyplot.subplots(figsize=(7, 4.2), dpi=120)
+    styles = {"floor": ("floor (bare script)", "#888888", "--"), "hive": ("hive_actors", "#1f6feb", "-"),
+              "circus": ("circus 0.19", "#d1242f", "-.")}
+    for name, values in per_second.items():
+        label, colour, line = styles[name]
+        axes.plot(LEVELS, values, line, marker="o", color=colour, label=label)
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(LEVELS, [str(level) for level in LEVELS])
+    axes.set_xlabel("concurrent callers")
+    axes.set_ylabel("sessions / s (create to completed)")
+    axes.set_title(f"Lifecycle throughput, {sessions} one-shot sessions of /bin/true, {os.cpu_count()} cores")
+    axes.set_ylim(bottom=0)
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    emit("plot", path=str(path))
+
+
+def circus_available() -> bool:
+    try:
+        import circus_peer  # noqa: F401
+    except ImportError:
+        emit("circus", skipped="circus is not installed: pip install -e '.[bench]'")
+        return False
+    return True
 
 
 # -- 2. live scale ----------------------------------------------------------------------------
 
 
-def bench_live(sessions: int) -> None:
+SINGLE_STOPS = 50
+
+
+def bench_live(sizes: list[int], peer_sizes: list[int]) -> None:
+    for sessions in sizes:
+        hive_live(sessions)
+        if sessions in peer_sizes and circus_available():
+            circus_live(sessions)
+
+
+def hive_live(sessions: int) -> None:
     with (
         temp_root() as root,
         Hive(root=root, command=[SLEEP, "3600"], max_running=100_000, grace_period=5) as hive,
@@ -154,6 +249,7 @@ def bench_live(sessions: int) -> None:
         latencies: list[float] = []
         running = threading.Semaphore(0)
         stopped = threading.Semaphore(0)
+        ended: dict[str, float] = {}
 
         def observe(event: Event) -> None:
             latencies.append((dt.datetime.now(dt.UTC) - event.at).total_seconds())
@@ -161,6 +257,7 @@ def bench_live(sessions: int) -> None:
                 if event.to == "running":
                     running.release()
                 elif event.to == "terminated":
+                    ended[event.session_id] = time.perf_counter()
                     stopped.release()
 
         hive.subscribe_to_all_sessions(observe)
@@ -187,23 +284,119 @@ def bench_live(sessions: int) -> None:
         time.sleep(3)  # idle CPU with every agent alive: the measurement is the wait
         idle_cpu = (time.process_time() - cpu_before) / (time.perf_counter() - idle_start)
 
+        signalled, observed = [], []
+        for session_id in ids[:SINGLE_STOPS]:  # one at a time, all the others still alive
+            started = time.perf_counter()
+            hive.terminate_session(session_id, grace=5)
+            signalled.append(time.perf_counter() - started)
+            stopped.acquire()
+            observed.append(ended[session_id] - started)
+        rest = ids[SINGLE_STOPS:]
         started = time.perf_counter()
-        run_threads(16, lambda t: [hive.terminate_session(s, grace=5) for s in ids[t::16]])
-        for _ in ids:
+        run_threads(16, lambda t: [hive.terminate_session(s, grace=5) for s in rest[t::16]])
+        for _ in rest:
             stopped.acquire()
         to_stop = time.perf_counter() - started
         emit(
             "live_scale",
+            contender="hive",
             sessions=len(ids),
             manager_rss_kib_per_session=round((rss_live - rss_before) / len(ids), 2),
             threads_per_session=round((threads_live - threads_before) / len(ids), 4),
             threads_total=threads_live,
             seconds_to_running=round(to_running, 3),
             seconds_to_stop_all=round(to_stop, 3),
+            stopped_at_once=len(rest),
             idle_cpu_percent=round(idle_cpu * 100, 2),
             event_latency_ms_p50=round(percentile(latencies, 0.5) * 1000, 2),
             event_latency_ms_p99=round(percentile(latencies, 0.99) * 1000, 2),
+            one_stop_signalled_ms_p50=round(percentile(signalled, 0.5) * 1000, 2),
+            one_stop_signalled_ms_p99=round(percentile(signalled, 0.99) * 1000, 2),
+            one_stop_observed_ms_p50=round(percentile(observed, 0.5) * 1000, 2),
         )
+
+
+def circus_live(sessions: int) -> None:
+    from circus_peer import Circus
+
+    with temp_root() as root, Circus(root / "circus") as circus:
+        spawned = threading.Semaphore(0)
+        reaped = threading.Semaphore(0)
+        ended: dict[str, float] = {}
+
+        def observe(name: str, event: str) -> None:
+            if event == "spawn":
+                spawned.release()
+            elif event == "reap":
+                ended[name] = time.perf_counter()
+                reaped.release()
+
+        circus.on_event(observe)
+        rss_before = circus.rss_kib()
+        per_thread = sessions // 16
+        names = [f"s{t}-{i}" for t in range(16) for i in range(per_thread)]
+
+        def add(thread: int) -> None:
+            client = circus.client()
+            try:
+                for name in names[thread::16]:
+                    prepare(root / "work" / name)
+                    circus.add(client, name, [SLEEP, "3600"], root / "work" / name, root / "log")
+            finally:
+                client.stop()
+
+        started = time.perf_counter()
+        run_threads(16, add)
+        for _ in names:
+            spawned.acquire()
+        to_running = time.perf_counter() - started
+        rss_live, threads_live = circus.rss_kib(), circus.threads()
+        cpu_before = _cpu_seconds(circus.process.pid)
+        time.sleep(3)  # idle CPU with every agent alive: the measurement is the wait
+        idle_cpu = (_cpu_seconds(circus.process.pid) - cpu_before) / 3
+
+        client = circus.client()
+        observed = []
+        try:
+            for name in names[:SINGLE_STOPS]:
+                started = time.perf_counter()
+                circus.call(client, "stop", name=name)
+                reaped.acquire()
+                observed.append(ended[name] - started)
+        finally:
+            client.stop()
+        rest = names[SINGLE_STOPS:]
+
+        def stop(thread: int) -> None:
+            client = circus.client()
+            try:
+                for name in rest[thread::16]:
+                    circus.call(client, "stop", name=name)
+            finally:
+                client.stop()
+
+        started = time.perf_counter()
+        run_threads(16, stop)
+        for _ in rest:
+            reaped.acquire()
+        to_stop = time.perf_counter() - started
+        emit(
+            "live_scale",
+            contender="circus",
+            sessions=len(names),
+            manager_rss_kib_per_session=round((rss_live - rss_before) / len(names), 2),
+            threads_total=threads_live,
+            seconds_to_running=round(to_running, 3),
+            seconds_to_stop_all=round(to_stop, 3),
+            stopped_at_once=len(rest),
+            idle_cpu_percent=round(idle_cpu * 100, 2),
+            one_stop_observed_ms_p50=round(percentile(observed, 0.5) * 1000, 2),
+        )
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- 3. API latency (in-process) --------------------------------------------------------------
@@ -225,25 +418,103 @@ def bench_latency(calls: int) -> None:
 
 
 def _latency_round(hive: Hive, calls: int, concurrency: int) -> tuple[list[float], list[float]]:
+    return _timed_calls(calls, concurrency, lambda: _InProcess(hive))
+
+
+class _InProcess:
+    def __init__(self, hive: Hive) -> None:
+        self.hive = hive
+
+    def create(self) -> str:
+        return self.hive.create_session("latency")
+
+    def status(self, session_id: str) -> None:
+        self.hive.status(session_id)
+
+    def close(self) -> None:
+        pass
+
+
+class _OverSocket:
+    """A real HTTP client on the daemon's Unix socket, one connection per caller."""
+
+    def __init__(self, socket: Path) -> None:
+        import httpx
+
+        transport = httpx.HTTPTransport(uds=str(socket))
+        self.http = httpx.Client(transport=transport, base_url="http://hive", timeout=60)
+
+    def create(self) -> str:
+        reply = self.http.post("/sessions", json={"task": "latency"})
+        reply.raise_for_status()
+        return str(reply.json()["session_id"])
+
+    def status(self, session_id: str) -> None:
+        self.http.get(f"/sessions/{session_id}/status").raise_for_status()
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _timed_calls(
+    calls: int, concurrency: int, connect: Callable[[], Any]
+) -> tuple[list[float], list[float]]:
     creates: list[float] = []
     statuses: list[float] = []
     lock = threading.Lock()
 
     def client(_thread: int) -> None:
+        caller = connect()
         mine_c, mine_s = [], []
-        for _ in range(calls // concurrency):
-            started = time.perf_counter()
-            session_id = hive.create_session("latency")
-            mine_c.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            hive.status(session_id)
-            mine_s.append(time.perf_counter() - started)
+        try:
+            for _ in range(calls // concurrency):
+                started = time.perf_counter()
+                session_id = caller.create()
+                mine_c.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                caller.status(session_id)
+                mine_s.append(time.perf_counter() - started)
+        finally:
+            caller.close()
         with lock:
             creates.extend(mine_c)
             statuses.extend(mine_s)
 
     run_threads(concurrency, client)
     return creates, statuses
+
+
+def bench_daemon_latency(calls: int) -> None:
+    from hive_actors._client import Client
+
+    with temp_root() as root:
+        client = Client(root)
+        client.ensure_daemon()
+        try:
+            for concurrency in (1, 16):
+                creates, statuses = _timed_calls(
+                    calls, concurrency, lambda: _OverSocket(client.socket)
+                )
+                emit(
+                    "api_latency_daemon_socket",
+                    concurrency=concurrency,
+                    create_ms_p50=round(percentile(creates, 0.5) * 1000, 3),
+                    create_ms_p99=round(percentile(creates, 0.99) * 1000, 3),
+                    status_ms_p50=round(percentile(statuses, 0.5) * 1000, 3),
+                    status_ms_p99=round(percentile(statuses, 0.99) * 1000, 3),
+                    target_create_ms_p99=15,
+                )
+        finally:
+            client.call("POST", "/shutdown")
+            client.close()
+            _wait_gone(client.socket)
+
+
+def _wait_gone(path: Path) -> None:
+    """The daemon removes its socket last when it stops; give it a bounded while."""
+    deadline = time.monotonic() + 30
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 # -- 4. event fan-out and replay --------------------------------------------------------------
@@ -369,6 +640,10 @@ def main() -> int:
     parser.add_argument("workloads", nargs="*", choices=[*WORKLOADS, []], default=[])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument(
+        "--live", type=int, nargs="+", default=[1000, 5000], help="live-scale sizes"
+    )
+    parser.add_argument("--plot", type=Path, help="draw lifecycle throughput to this PNG")
     options = parser.parse_args()
     structlog.configure(logger_factory=structlog.stdlib.LoggerFactory())
     logging.basicConfig(level=logging.ERROR)
@@ -381,11 +656,12 @@ def main() -> int:
     size = 0.2 if options.quick else 1.0
     chosen = options.workloads or list(WORKLOADS)
     if "lifecycle" in chosen:
-        bench_lifecycle(options.rounds, int(1000 * size) // 16 * 16)
+        bench_lifecycle(options.rounds, int(1000 * size) // 16 * 16, options.plot)
     if "live" in chosen:
-        bench_live(int(1000 * size) // 16 * 16)
+        bench_live([int(n * size) // 16 * 16 for n in options.live], [int(1000 * size) // 16 * 16])
     if "latency" in chosen:
         bench_latency(int(2000 * size))
+        bench_daemon_latency(int(2000 * size))
     if "fanout" in chosen:
         bench_fanout(int(100_000 * size) // 100 * 100)
     if "recovery" in chosen:

@@ -1,13 +1,14 @@
 # Two entry points for a fresh machine with only python3 and make:
 #   make demo   installs into .venv and runs a few sessions of the bundled fake agent
-#   make test   installs into .venv and runs lint, types and the whole test suite
+#   make test   installs into .venv (and Debian's chromium, as root, for the browser
+#               tests) and runs lint, types and the whole test suite
 #   make bench  runs the benchmarks (not part of the tests): JSON lines with ratios
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest browser bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +26,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy hive_actors
 
-pytest: $(STAMP)
+browser:
+	scripts/install-browser
+
+pytest: $(STAMP) browser
 	$(BIN)/pytest
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
-	$(BIN)/python bench/run.py
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py --plot docs/bench-lifecycle.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

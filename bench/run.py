@@ -200,8 +200,11 @@ def draw_lifecycle(path: Path, sessions: int, per_second: dict[str, list[float]]
         emit("plot", skipped="matplotlib is not installed: pip install -e '.[bench]'")
         return
     figure, axes = pyplot.subplots(figsize=(7, 4.2), dpi=120)
-    styles = {"floor": ("floor (bare script)", "#888888", "--"), "hive": ("hive_actors", "#1f6feb", "-"),
-              "circus": ("circus 0.19", "#d1242f", "-.")}
+    styles = {
+        "floor": ("floor (bare script)", "#888888", "--"),
+        "hive": ("hive_actors", "#1f6feb", "-"),
+        "circus": ("circus 0.19", "#d1242f", "-."),
+    }
     for name, values in per_second.items():
         label, colour, line = styles[name]
         axes.plot(LEVELS, values, line, marker="o", color=colour, label=label)
@@ -209,7 +212,9 @@ def draw_lifecycle(path: Path, sessions: int, per_second: dict[str, list[float]]
     axes.set_xticks(LEVELS, [str(level) for level in LEVELS])
     axes.set_xlabel("concurrent callers")
     axes.set_ylabel("sessions / s (create to completed)")
-    axes.set_title(f"Lifecycle throughput, {sessions} one-shot sessions of /bin/true, {os.cpu_count()} cores")
+    axes.set_title(
+        f"Lifecycle throughput, {sessions} one-shot sessions of /bin/true, {os.cpu_count()} cores"
+    )
     axes.set_ylim(bottom=0)
     axes.grid(True, alpha=0.3)
     axes.legend()

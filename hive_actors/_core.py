@@ -16,6 +16,7 @@ from hive_actors import _workspace
 from hive_actors._clock import Clock
 from hive_actors._config import HiveConfig
 from hive_actors._events import EventBus
+from hive_actors._metrics import Metrics
 from hive_actors._models import (
     EventBase,
     SessionCreatedEvent,
@@ -52,6 +53,10 @@ class HiveCore:
         self.table = SessionTable()
         self.pool = ActorPool(ACTOR_THREADS)
         self.reaper = Reaper()
+        self.metrics = Metrics(
+            self.table.all, lambda: self.bus.subscriber_count, self.reaper.live_count
+        )
+        self.bus.observe(self.metrics.observe)
         self.timers = Timers(clock)
         self.slots = Slots(config.max_running)
 

@@ -39,6 +39,7 @@ class EventBus:
         self._signal = blinker.Signal("hive.events")
         self._lock = threading.Lock()
         self._count = 0
+        self._observers: list[Callable[[EventBase], None]] = []
 
     @property
     def subscriber_count(self) -> int:
@@ -46,7 +47,17 @@ class EventBus:
 
     def publish(self, event: EventBase) -> None:
         with self._lock:
+            for observer in self._observers:
+                observer(event)
             self._signal.send(event.session_id, event=event)
+
+    def observe(self, observer: Callable[[EventBase], None]) -> None:
+        """Call ``observer`` with every event, synchronously, before any subscriber gets it.
+
+        For the hive's own bookkeeping (metrics): it must be quick and must not raise.
+        """
+        with self._lock:
+            self._observers.append(observer)
 
     def connect(self, receiver: Callable[..., None], session_id: str | None) -> None:
         sender = blinker.ANY if session_id is None else session_id

@@ -383,6 +383,20 @@ class Hive:
                     removed.append(info.session_id)
         return removed
 
+    def remove_session(self, session_id: str) -> None:
+        """Remove one ended session now: its dirs and log go, ``session.removed`` is
+        announced, the journal keeps its history. InvalidTransition while it is live
+        (terminate it first), SessionNotFound for an unknown id."""
+        self._check_open()
+        session_id = _validate.session_id(session_id)
+        with self._cleanup_lock:
+            info = self._info(session_id)
+            if info.status not in TERMINAL:
+                raise InvalidTransition(
+                    session_id, info.status, "removed", TRANSITIONS[info.status]
+                )
+            self._core.forget(info)
+
     def execute(
         self,
         task: str,
@@ -460,6 +474,15 @@ class Hive:
         with self._pool_lock:
             self._claimed.add(session_id)
         return session_id, False
+
+    def metrics(self) -> bytes:
+        """Every metric in the Prometheus text format (what the daemon serves at /metrics).
+
+        Taken between two commits: the gauges (read from the session table) and the
+        counters (fed by published events) describe the same moment.
+        """
+        text, _seq = self._core.registry.attach(self._core.metrics.exposition)
+        return text
 
     def stats(self) -> HiveStats:
         infos = self._core.table.all()

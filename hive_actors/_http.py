@@ -15,13 +15,15 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hive_actors import __version__
 from hive_actors._hive import Hive
+from hive_actors._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hive_actors._models import SessionInfo
 from hive_actors._states import SETTLED
 from hive_actors.errors import (
@@ -132,11 +134,29 @@ def create_app(
         app.add_exception_handler(error_type, _error_handler(http_status, code))
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
+    _dashboard_routes(app)
     _daemon_routes(app, hive, shutdown)
     _session_routes(app, hive, stopping)
     _context_routes(app, hive)
     _event_routes(app, hive, stopping)
     return app
+
+
+DASHBOARD = Path(__file__).with_name("dashboard")
+PUBLIC_PATHS = ("/", "/dashboard/")
+"""The dashboard's page and assets: served without a token (they hold no data; every
+call they make for data sends the token)."""
+
+
+def _dashboard_routes(app: FastAPI) -> None:
+    @app.get("/", response_class=FileResponse, include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(DASHBOARD / "index.html", headers=_NO_STORE)
+
+    app.mount("/dashboard", StaticFiles(directory=DASHBOARD), name="dashboard")
+
+
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _daemon_routes(app: FastAPI, hive: Hive, shutdown: Callable[[], None]) -> None:
@@ -153,6 +173,12 @@ def _daemon_routes(app: FastAPI, hive: Hive, shutdown: Callable[[], None]) -> No
             sessions=stats.sessions,
             last_seq=stats.last_seq,
         )
+
+    @app.get("/metrics", response_class=Response, tags=["daemon"])
+    def metrics() -> Response:
+        """Prometheus metrics: sessions by state, transitions, restarts, spawn errors,
+        queue length, subscribers, and lifecycle durations as histograms."""
+        return Response(hive.metrics(), media_type=METRICS_CONTENT_TYPE)
 
     @app.post("/shutdown", status_code=202, tags=["daemon"])
     def shutdown_daemon() -> dict[str, str]:
@@ -245,6 +271,12 @@ def _session_routes(app: FastAPI, hive: Hive, stopping: asyncio.Event) -> None:
             until(stopping, _follow_log(hive, session_id, path, offset, follow)),
             media_type="text/plain",
         )
+
+    @app.delete("/sessions/{session_id}", status_code=204, tags=["sessions"])
+    def remove(session_id: str) -> Response:
+        """Remove one ended session (409 while it is live: terminate it first)."""
+        hive.remove_session(session_id)
+        return Response(status_code=204)
 
     @app.post("/cleanup", tags=["sessions"])
     def cleanup(body: CleanupBody | None = None) -> dict[str, Any]:

@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         "--ignore-term", action="store_true", help="ignore SIGTERM (and so does the child)"
     )
     parser.add_argument("--ready", help="a FIFO to write {pid, grandchild} to once set up")
+    parser.add_argument("--hold", help="a FIFO: work until a line is written to it, then finish")
     return parser
 
 
@@ -82,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.ready:
         with open(options.ready, "w", encoding="utf-8") as fifo:
             fifo.write(json.dumps({"pid": os.getpid(), "grandchild": grandchild}) + "\n")
+    if options.hold:
+        with open(options.hold, encoding="utf-8") as fifo:
+            print(f"fake_agent: told {fifo.readline().strip()!r}", flush=True)
     deadline = time.monotonic() + options.sleep
     while time.monotonic() < deadline:
         time.sleep(min(1.0, deadline - time.monotonic()))

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 SHIM = """trap 'stop=1' TERM INT HUP
 status=$1; shift
 if [ -z "$stop" ]; then "$@"; code=$?; else code=143; fi
-printf '%s\\n' "$code" > "$status.tmp" && mv -f "$status.tmp" "$status"
+printf '%s\\n' "$code" > "$status"
 exit "$code"
 """
 """The group leader of every agent run: ``sh -c SHIM hive-shim STATUS_FILE ARGV...``.
@@ -37,10 +37,13 @@ exit "$code"
 It runs the agent in the foreground (so the agent keeps default signal dispositions),
 survives the stop signal itself (a trap, which the agent does not inherit; a stop that
 arrives before the agent was launched means it never is), and writes the
-agent's exit status atomically (temp file + rename) when it ends: the outcome is on disk
-even if no hive was alive to see it. The agent's argv is passed as ``"$@"``, never parsed
-by the shell. dash costs ~1.7 MB RSS and ~1 ms to start, against ~10 MB and ~5 ms for a
-Python interpreter.
+agent's exit status when it ends: the outcome is on disk even if no hive was alive to see
+it. The status is one short line written by one ``write``; a reader takes it only with its
+newline (``read_status``), so a shim killed between creating the file and writing it
+leaves "unknown", as one killed a moment earlier would. No temp file and rename: that
+would cost an exec of ``mv`` per run, as much as the shim itself. The agent's argv is
+passed as ``"$@"``, never parsed by the shell. dash costs ~1.7 MB RSS and ~1 ms to
+start, against ~10 MB and ~5 ms for a Python interpreter.
 """
 SHELL = "/bin/sh"
 
@@ -74,9 +77,16 @@ def process_start_time(pid: int) -> int | None:
 
 
 def read_status(path: Path) -> int | None:
+    """The exit status the shim recorded, or None if there is none (yet) or only a part."""
     try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
+        text = path.read_text()
+    except OSError:
+        return None
+    if not text.endswith("\n"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
         return None
 
 

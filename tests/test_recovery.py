@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 from hive_actors import Hive
+from hive_actors._process import read_status
 from hive_actors.testing import session_processes
 
 from .conftest import Daemon, Hives, eventually, process_alive
@@ -71,7 +72,7 @@ def test_runs_that_ended_while_no_hive_watched_get_their_exit_codes(
     root = tmp_path / "root"
     ok, bad = _crash_after(root, "finishing --sleep 0.3", "failing --sleep 0.3 --exit 3")
     sessions = root / "sessions"
-    eventually(lambda: all((sessions / s / ".hive" / "run-1.exit").exists() for s in (ok, bad)))
+    eventually(lambda: all(_recorded(sessions / s) for s in (ok, bad)))
     hive = hives.open(root=root)
     assert (hive.status(ok), hive.status(bad)) == ("completed", "failed")
     assert hive.get_session_info(bad).exit_code == 3
@@ -151,7 +152,7 @@ def test_kill_9_of_the_daemon_loses_nothing_and_runs_nothing_twice(daemon: Daemo
     daemon.process.wait(10)
     finishing = [s for s, name in ids.items() if name.startswith("quick")]
     sessions = daemon.root / "sessions"
-    eventually(lambda: all((sessions / s / ".hive" / "run-1.exit").exists() for s in finishing))
+    eventually(lambda: all(_recorded(sessions / s) for s in finishing))
 
     daemon.start()  # a new daemon on the same root
     expected = {
@@ -191,3 +192,21 @@ def _journal(daemon: Daemon) -> list[str]:
     done = daemon.cli("events", "--no-follow")
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
+
+
+def _recorded(working_dir: Path) -> bool:
+    """The shim wrote its first run's exit status, whole."""
+    return read_status(working_dir / ".hive" / "run-1.exit") is not None
+
+
+def test_an_exit_status_is_read_only_whole(tmp_path: Path) -> None:
+    """A shim killed mid-write leaves "unknown", never a wrong code."""
+    status = tmp_path / "run-1.exit"
+    assert read_status(status) is None  # never written
+    for partial in ("", "14"):
+        status.write_text(partial)
+        assert read_status(status) is None
+    status.write_text("143\n")
+    assert read_status(status) == 143
+    status.write_text("garbage\n")
+    assert read_status(status) is None

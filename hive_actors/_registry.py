@@ -1,10 +1,11 @@
 """The durable registry: every session and the journal of every event, in one SQLite file.
 
-Each change is one transaction that updates the session row and appends its events; the
-events are handed to ``publish`` only after the commit, and under the same lock, so the
-order subscribers see is the journal's ``seq`` order and nothing is announced that a crash
-could take back. WAL with ``synchronous=NORMAL`` survives a crash of this process (the
-case that matters: the daemon dying); only a power loss can drop the last commits.
+Each change updates the session row and appends its events atomically; changes arriving
+together share one transaction (group commit). The events are handed to ``publish`` only
+after the commit, and under the same lock, so the order subscribers see is the journal's
+``seq`` order and nothing is announced that a crash could take back. WAL with
+``synchronous=NORMAL`` survives a crash of this process (the case that matters: the
+daemon dying); only a power loss can drop the last commits.
 """
 
 from __future__ import annotations
@@ -68,6 +69,10 @@ class Registry:
         self._path = path
         self._publish = publish
         self._lock = threading.Lock()
+        """Held for every use of the connection; ``attach`` runs between two commits."""
+        self._queue = threading.Condition(threading.Lock())
+        self._pending: list[_Write] = []
+        self._leading = False
         try:
             self._db = connect_wal(path)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -188,33 +193,103 @@ class Registry:
         events: Sequence[E],
         committed: Hook = None,
     ) -> list[E]:
+        """Commit one change and publish its events; returns them stamped with their seq.
+
+        Group commit: writers that arrive while a transaction is in progress queue up, and
+        the next one to lead commits all of them in one transaction (each in its own
+        savepoint, so one failing statement fails only its own write). Their ``committed``
+        hooks and events then run in queue order, which is seq order.
+        """
+        write = _Write(statement, params, events, committed)
+        with self._queue:
+            self._pending.append(write)
+            while not write.done and self._leading:
+                self._queue.wait()
+            if write.done:
+                return write.outcome()
+            self._leading = True
+            batch, self._pending = self._pending, []  # ours among them: it is not done
+        try:
+            self._commit(batch)
+        finally:
+            with self._queue:
+                for each in batch:
+                    each.done = True
+                self._leading = False  # whoever queued meanwhile leads the next commit
+                self._queue.notify_all()
+        return write.outcome()
+
+    def _commit(self, batch: list[_Write]) -> None:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                if statement is not None:
-                    self._db.execute(statement, params)
-                stamped: list[E] = []
-                for event in events:
-                    body = event.to_json_dict()
-                    body.pop("seq")
-                    seq = self._db.execute(
-                        "INSERT INTO events (session_id, type, body) VALUES (?, ?, ?)",
-                        (event.session_id, body["type"], json.dumps(body, ensure_ascii=False)),
-                    ).lastrowid
-                    assert seq is not None
-                    stamped.append(event.model_copy(update={"seq": seq}))
+                for write in batch:
+                    self._db.execute("SAVEPOINT write")
+                    try:
+                        write.stamped = self._apply(write)
+                    except (sqlite3.Error, ValueError, TypeError) as exc:  # this write alone
+                        self._db.execute("ROLLBACK TO write")
+                        write.error = exc
+                    self._db.execute("RELEASE write")
                 self._db.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                raise
-            if stamped:
-                self._last_seq = stamped[-1].seq
-            if committed is not None:
-                committed()
-            for event in stamped:
-                self._publish(event)
-            return stamped
+                for write in batch:
+                    write.stamped, write.error = [], write.error or exc
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            for write in batch:
+                if write.error is not None:
+                    continue
+                if write.stamped:
+                    self._last_seq = write.stamped[-1].seq
+                if write.committed is not None:
+                    write.committed()
+                for event in write.stamped:
+                    self._publish(event)
+
+    def _apply(self, write: _Write) -> list[Any]:
+        if write.statement is not None:
+            self._db.execute(write.statement, write.params)
+        stamped = []
+        for event in write.events:
+            body = event.to_json_dict()
+            body.pop("seq")
+            seq = self._db.execute(
+                "INSERT INTO events (session_id, type, body) VALUES (?, ?, ?)",
+                (event.session_id, body["type"], json.dumps(body, ensure_ascii=False)),
+            ).lastrowid
+            assert seq is not None
+            stamped.append(event.model_copy(update={"seq": seq}))
+        return stamped
+
+
+class _Write:
+    """One change waiting for (or done by) a group commit."""
+
+    __slots__ = ("committed", "done", "error", "events", "params", "stamped", "statement")
+
+    def __init__(
+        self,
+        statement: str | None,
+        params: dict[str, Any],
+        events: Sequence[EventBase],
+        committed: Hook,
+    ) -> None:
+        self.statement = statement
+        self.params = params
+        self.events = events
+        self.committed = committed
+        self.done = False
+        self.stamped: list[Any] = []
+        self.error: BaseException | None = None
+
+    def outcome(self) -> list[Any]:
+        if self.error is not None:
+            raise self.error
+        return self.stamped
 
 
 def _row(info: SessionInfo) -> dict[str, Any]:

@@ -261,9 +261,15 @@ class Hive:
         _workspace.create(paths)
         crash_point("create:workspace")
         try:
-            self._ask(self._manager, Call("start_child", (info,), {"new": True}))
+            self._core.register(info)
         except BaseException:
             _workspace.remove(paths)
+            raise
+        try:
+            self._start_child(info, adopt=False)
+        except BaseException:
+            with contextlib.suppress(HiveError):  # closing meanwhile: recovery sees to it
+                self._core.forget(info)
             raise
         return session_id
 
@@ -646,7 +652,11 @@ class Hive:
         )
 
     def _supervisor(self, info: SessionInfo, target: Status) -> pykka.ActorRef[Any]:
-        supervisor = self._core.table.supervisor(info.session_id)
+        # A session is announced (session.created) just before its supervisor starts: a
+        # subscriber reacting at once may get here first, and waits the moment out.
+        supervisor = self._core.table.await_supervisor(
+            info.session_id, lambda now: now.status not in TERMINAL, _REPLY_TIMEOUT
+        )
         if supervisor is None:  # the session ended; its subtree is gone
             raise self._gone(info.session_id, target)
         return supervisor
@@ -658,7 +668,7 @@ class Hive:
         return InvalidTransition(session_id, info.status, target, TRANSITIONS[info.status])
 
     def _start_child(self, info: SessionInfo, adopt: bool) -> None:
-        self._ask(self._manager, Call("start_child", (info,), {"new": False, "adopt": adopt}))
+        self._ask(self._manager, Call("start_child", (info,), {"adopt": adopt}))
 
     def _ask(self, actor: pykka.ActorRef[Any], call: Call) -> Any:
         return self._tell_and_wait(actor, call, call.reply)

@@ -70,11 +70,13 @@ class SessionManager(PooledActor):
             with contextlib.suppress(pykka.ActorDeadError):
                 ref.stop(block=False)
 
-    def start_child(self, info: SessionInfo, *, new: bool, adopt: bool = False) -> None:
-        """Start the supervisor of a session; ``new`` sessions are registered first;
-        ``adopt`` re-attaches to the agent an earlier hive left running."""
-        if new:
-            self._core.register(info)
+    def start_child(self, info: SessionInfo, *, adopt: bool = False) -> None:
+        """Start the supervisor of a registered session; ``adopt`` re-attaches to the
+        agent an earlier hive left running.
+
+        Registering is the caller's: every session passes through this one actor, so it
+        does only what must be serial (its children, the slots).
+        """
         granted = False
         if adopt:
             self._core.slots.hold(info.session_id)

@@ -50,6 +50,8 @@ class SessionTable:
             entry = self._entries.get(session_id)
             if entry is not None:
                 entry.supervisor = ref
+                if entry.changed is not None:
+                    entry.changed.notify_all()
 
     def get(self, session_id: str) -> SessionInfo | None:
         with self._lock:
@@ -60,6 +62,31 @@ class SessionTable:
         with self._lock:
             entry = self._entries.get(session_id)
             return None if entry is None else entry.supervisor
+
+    def await_supervisor(
+        self, session_id: str, live: Callable[[SessionInfo], bool], timeout: float
+    ) -> pykka.ActorRef[Any] | None:
+        """The session's supervisor; while the session is ``live`` but has none yet (it
+        was announced a moment before the manager started its supervisor), wait for it.
+
+        None if the session is gone, not live, or still has none after ``timeout``.
+        """
+        with self._lock:
+            entry = self._entries.get(session_id)
+            if entry is None:
+                return None
+            if entry.supervisor is None and live(entry.info):
+                if entry.changed is None:
+                    entry.changed = threading.Condition(self._lock)
+                entry.changed.wait_for(
+                    lambda: (
+                        self._entries.get(session_id) is not entry
+                        or entry.supervisor is not None
+                        or not live(entry.info)
+                    ),
+                    timeout,
+                )
+            return entry.supervisor
 
     def all(self) -> list[SessionInfo]:
         with self._lock:

@@ -6,11 +6,12 @@ import json
 import os
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from hive_actors import DEFAULT_COMMAND, Hive, InvalidTransition, SessionNotFound
+from hive_actors import DEFAULT_COMMAND, Event, Hive, InvalidTransition, SessionNotFound
 from hive_actors.testing import FakeClock, session_processes
 
 from .conftest import Hives, Recorder, eventually, in_threads, process_alive
@@ -332,3 +333,24 @@ def test_terminate_reaches_a_grandchild_that_left_the_process_group(
     assert hive.wait(session_id, timeout=10) == "terminated"
     # SIGKILL was sent before the run was reported over; delivery takes a moment more.
     eventually(lambda: session_processes(session_id) == [])
+
+
+def test_a_subscriber_can_start_a_session_the_moment_it_is_announced(hives: Hives) -> None:
+    """session.created goes out just before the supervisor exists; a start then waits."""
+    hive = hives.open()
+    started: list[str] = []
+    done = threading.Event()
+
+    def on_event(event: Event) -> None:
+        if event.type == "session.created":
+            started.append(hive.start_session(event.session_id))
+            done.set()
+
+    hive.subscribe_to_all_sessions(on_event)
+    for _ in range(20):
+        done.clear()
+        session_id = hive.create_session("started by a subscriber")
+        assert done.wait(10)
+        assert hive.wait(session_id, timeout=30) == "completed"
+    assert set(started) <= {"starting", "running", "completed"}
+    assert len(started) == 20

@@ -50,11 +50,26 @@ def temp_root() -> Iterator[Path]:
 
 
 def run_threads(count: int, work: Callable[[int], None]) -> None:
-    threads = [threading.Thread(target=work, args=(index,)) for index in range(count)]
+    """Run ``work(i)`` on ``count`` threads; the first exception any raised is raised here."""
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            work(index)
+        except BaseException as exc:  # noqa: BLE001 -- re-raised by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if errors:
+        raise errors[0]
+
+
+class GaveUp(Exception):
+    """A contender could not finish the workload (the peer's commands timed out)."""
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -125,7 +140,10 @@ def circus_lifecycle(root: Path, sessions: int, concurrency: int) -> float:
             finally:
                 client.stop()
 
-        run_threads(concurrency, work)
+        try:
+            run_threads(concurrency, work)
+        except Exception as exc:  # circus.exc.CallError: its own client timed out
+            raise GaveUp(f"circus at concurrency {concurrency}: {exc}") from exc
         for _ in range(per_thread * concurrency):
             ended.acquire()
         return time.perf_counter() - started
@@ -165,16 +183,22 @@ def bench_lifecycle(rounds: int, sessions: int, plot: Path | None) -> None:
     }
     if circus_available():
         contenders["circus"] = circus_lifecycle
-    per_second: dict[str, list[float]] = {name: [] for name in contenders}
+    per_second: dict[str, list[float | None]] = {name: [] for name in contenders}
+    gave_up: dict[str, str] = {}
     for concurrency in LEVELS:
         times: dict[str, list[float]] = {name: [] for name in contenders}
         for _ in range(rounds):
             for name, run in contenders.items():
+                if name in gave_up:
+                    continue
                 with temp_root() as root:
-                    times[name].append(run(root, sessions, concurrency))
-        median = {name: statistics.median(values) for name, values in times.items()}
+                    try:
+                        times[name].append(run(root, sessions, concurrency))
+                    except GaveUp as exc:
+                        gave_up[name] = str(exc)
+        median = {name: statistics.median(v) for name, v in times.items() if v}
         for name in contenders:
-            per_second[name].append(sessions / median[name])
+            per_second[name].append(sessions / median[name] if name in median else None)
         emit(
             "lifecycle_throughput",
             sessions=sessions,
@@ -184,13 +208,14 @@ def bench_lifecycle(rounds: int, sessions: int, plot: Path | None) -> None:
             ratio_circus_over_hive_time=(
                 round(median["circus"] / median["hive"], 2) if "circus" in median else None
             ),
+            gave_up=gave_up or None,
             target_ratio=1.5 if concurrency == 16 else None,
         )
     if plot is not None:
         draw_lifecycle(plot, sessions, per_second)
 
 
-def draw_lifecycle(path: Path, sessions: int, per_second: dict[str, list[float]]) -> None:
+def draw_lifecycle(path: Path, sessions: int, per_second: dict[str, list[float | None]]) -> None:
     try:
         import matplotlib
 
@@ -207,7 +232,10 @@ def draw_lifecycle(path: Path, sessions: int, per_second: dict[str, list[float]]
     }
     for name, values in per_second.items():
         label, colour, line = styles[name]
-        axes.plot(LEVELS, values, line, marker="o", color=colour, label=label)
+        points = [(level, v) for level, v in zip(LEVELS, values, strict=True) if v is not None]
+        if len(points) < len(LEVELS):
+            label += f" (gave up at {LEVELS[len(points)]})"
+        axes.plot(*zip(*points, strict=True), line, marker="o", color=colour, label=label)
     axes.set_xscale("log", base=2)
     axes.set_xticks(LEVELS, [str(level) for level in LEVELS])
     axes.set_xlabel("concurrent callers")

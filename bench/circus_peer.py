@@ -120,6 +120,9 @@ class Circus:
     def _listen(self) -> None:
         socket = zmq.Context.instance().socket(zmq.SUB)
         socket.setsockopt(zmq.LINGER, 0)
+        # No high-water mark on our side: zmq's own thread queues what this one has not
+        # read yet, instead of dropping it (the default drops past 1,000 messages).
+        socket.setsockopt(zmq.RCVHWM, 0)
         socket.setsockopt(zmq.SUBSCRIBE, b"watcher.")
         socket.connect(self.pubsub)
         self._subscribed.set()

@@ -121,7 +121,8 @@ def floor_lifecycle(root: Path, sessions: int, concurrency: int) -> float:
 
 def circus_lifecycle(root: Path, sessions: int, concurrency: int) -> float:
     """One watcher per session, added and started from ``concurrency`` clients, each
-    awaited through circus's event stream (its "reap" of the exited process)."""
+    awaited through circus's event stream (its "reap" of the exited process). A round
+    that runs past PEER_BUDGET seconds is given up (GaveUp), not waited out."""
     from circus_peer import Circus
 
     per_thread = sessions // concurrency
@@ -129,11 +130,15 @@ def circus_lifecycle(root: Path, sessions: int, concurrency: int) -> float:
         ended = threading.Semaphore(0)
         circus.on_event(lambda _name, event: ended.release() if event == "reap" else None)
         started = time.perf_counter()
+        deadline = started + PEER_BUDGET
+        lost = f"circus did not finish {sessions} sessions at concurrency {concurrency}"
 
         def work(thread: int) -> None:
             client = circus.client()
             try:
                 for index in range(per_thread):
+                    if time.perf_counter() > deadline:
+                        raise GaveUp(f"{lost} within {PEER_BUDGET:g} s")
                     name = f"s{thread}-{index}"
                     prepare(root / "work" / name)
                     circus.add(client, name, [TRUE], root / "work" / name, root / f"{name}.log")
@@ -142,10 +147,13 @@ def circus_lifecycle(root: Path, sessions: int, concurrency: int) -> float:
 
         try:
             run_threads(concurrency, work)
+        except GaveUp:
+            raise
         except Exception as exc:  # circus.exc.CallError: its own client timed out
-            raise GaveUp(f"circus at concurrency {concurrency}: {exc}") from exc
-        for _ in range(per_thread * concurrency):
-            ended.acquire()
+            raise GaveUp(f"{lost}: {exc}") from exc
+        for done in range(per_thread * concurrency):
+            if not ended.acquire(timeout=max(0.0, deadline - time.perf_counter())):
+                raise GaveUp(f"{lost} within {PEER_BUDGET:g} s ({done} reaped)")
         return time.perf_counter() - started
 
 
@@ -173,7 +181,9 @@ def hive_lifecycle(root: Path, sessions: int, concurrency: int) -> float:
         return time.perf_counter() - started
 
 
-LEVELS = (1, 2, 4, 8, 16)
+LEVELS = (1, 4, 16)
+PEER_BUDGET = 120.0
+"""Seconds the peer gets for one round before it is called given up."""
 
 
 def bench_lifecycle(rounds: int, sessions: int, plot: Path | None) -> None:

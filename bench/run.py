@@ -360,6 +360,7 @@ def hive_live(sessions: int) -> None:
 
 
 def circus_live(sessions: int) -> None:
+    from circus.exc import CallError
     from circus_peer import Circus
 
     with temp_root() as root, Circus(root / "circus") as circus:
@@ -389,7 +390,16 @@ def circus_live(sessions: int) -> None:
                 client.stop()
 
         started = time.perf_counter()
-        run_threads(16, add)
+        try:
+            run_threads(16, add)
+        except CallError as exc:  # its own client timed out on a command
+            emit(
+                "live_scale",
+                contender="circus",
+                sessions=len(names),
+                gave_up=f"after {time.perf_counter() - started:.0f} s: {exc}",
+            )
+            return
         for _ in names:
             spawned.acquire()
         to_running = time.perf_counter() - started

@@ -12,6 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client import Counter as PromCounter
@@ -44,6 +45,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._entered: dict[str, tuple[Status, datetime]] = {}
         self._born: dict[str, datetime] = {}
+        self._by_type: dict[type[EventBase], Any] = {}
         self.transitions = PromCounter(
             "hive_transitions",
             "Session status transitions, by the state left and the state entered.",
@@ -85,7 +87,11 @@ class Metrics:
 
     def observe(self, event: EventBase) -> None:
         """Count one published event; called by the bus for every event, in seq order."""
-        self.events.labels(type(event).model_fields["type"].default).inc()
+        kind = type(event)
+        counter = self._by_type.get(kind)
+        if counter is None:  # a label lookup costs microseconds: once per event type
+            counter = self._by_type[kind] = self.events.labels(kind.model_fields["type"].default)
+        counter.inc()
         if isinstance(event, SessionRestartEvent):
             self.restarts.labels("actor").inc()
         elif isinstance(event, SessionStatusEvent):

@@ -146,6 +146,7 @@ DASHBOARD = Path(__file__).with_name("dashboard")
 PUBLIC_PATHS = ("/", "/dashboard/")
 """The dashboard's page and assets: served without a token (they hold no data; every
 call they make for data sends the token)."""
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _dashboard_routes(app: FastAPI) -> None:
@@ -154,9 +155,6 @@ def _dashboard_routes(app: FastAPI) -> None:
         return FileResponse(DASHBOARD / "index.html", headers=_NO_STORE)
 
     app.mount("/dashboard", StaticFiles(directory=DASHBOARD), name="dashboard")
-
-
-_NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _daemon_routes(app: FastAPI, hive: Hive, shutdown: Callable[[], None]) -> None:

@@ -393,13 +393,11 @@ class Hive:
         """Remove one ended session now: its dirs and log go, ``session.removed`` is
         announced, the journal keeps its history. InvalidTransition while it is live
         (terminate it first), SessionNotFound for an unknown id."""
-        self._check_open()
-        session_id = _validate.session_id(session_id)
         with self._cleanup_lock:
-            info = self._info(session_id)
+            info = self._info(session_id)  # checks the hive is open and the id is valid
             if info.status not in TERMINAL:
                 raise InvalidTransition(
-                    session_id, info.status, "removed", TRANSITIONS[info.status]
+                    info.session_id, info.status, "removed", TRANSITIONS[info.status]
                 )
             self._core.forget(info)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hive_actors._config import HiveConfig
 from hive_actors._models import SessionInfo
-from hive_actors._registry import connect_wal
+from hive_actors._registry import create_wal
 from hive_actors.errors import CorruptState, WorkspaceError
 
 
@@ -69,7 +69,7 @@ def create(paths: SessionPaths) -> None:
         raise WorkspaceError(paths.working_dir, exc) from exc
     try:
         paths.database.parent.mkdir()
-        connect_wal(paths.database).close()
+        create_wal(paths.database)
         (paths.working_dir / ".hive").mkdir()  # the shim's exit status files
         paths.output_dir.mkdir(parents=True)
         if paths.output_link is not None:

@@ -196,14 +196,17 @@ class AgentProcess:
         """SIGTERM to every process of the run now, SIGKILL when ``grace`` s have passed.
 
         "Every process" is the process group plus escapees: descendants that left the
-        group (setsid) but carry the session's HIVE_SESSION_ID. The SIGKILL needs no
-        actor: it fires from the timer thread even if the runner that asked for it has
-        died meanwhile, and is a no-op once the agent was reaped.
+        group (setsid) but carry the session's HIVE_SESSION_ID. The group is signalled
+        here; the escapees a moment later from the timer thread, because finding them
+        takes a pass over /proc (tens of ms with thousands of processes) that must not
+        hold up the caller. The SIGKILL needs no actor either: it fires from the timer
+        thread even if the runner that asked for it has died meanwhile, and is a no-op
+        once the agent was reaped.
         """
         if grace <= 0:
             self.kill_tree()
         elif self.signal_group(signal.SIGTERM):
-            self._signal_escapees(signal.SIGTERM)
+            timers.call_later(0, lambda: self._signal_escapees(signal.SIGTERM))
             timers.call_later(grace, self.kill_tree)
 
     def kill_tree(self) -> None:

@@ -335,6 +335,24 @@ def test_terminate_reaches_a_grandchild_that_left_the_process_group(
     eventually(lambda: session_processes(session_id) == [])
 
 
+def test_terminate_asks_an_escaped_grandchild_to_stop_before_the_grace_period_ends(
+    hive: Hive, ready
+) -> None:
+    """The escapee gets SIGTERM too (from the timer thread, just after the group's), so a
+    well-behaved one ends without waiting for the SIGKILL: the fake clock never moves."""
+    signal_ = ready()
+    session_id = hive.create_session(
+        "escapes politely",
+        args=["--sleep", "inf", "--setsid-grandchild", "--ready", str(signal_.path)],
+    )
+    hive.start_session(session_id)
+    escapee = signal_.wait()["grandchild"]
+    assert hive.terminate_session(session_id, grace=3600) == "stopping"
+    assert hive.wait(session_id, timeout=10) == "terminated"
+    eventually(lambda: not process_alive(escapee))
+    assert session_processes(session_id) == []
+
+
 def test_a_subscriber_can_start_a_session_the_moment_it_is_announced(hives: Hives) -> None:
     """session.created goes out just before the supervisor exists; a start then waits."""
     hive = hives.open()

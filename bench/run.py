@@ -40,13 +40,29 @@ def emit(benchmark: str, **figures: Any) -> None:
     print(json.dumps({"benchmark": benchmark, **figures}), flush=True)
 
 
+_scratch: list[Path] = []
+
+
+@contextmanager
+def scratch() -> Iterator[None]:
+    """One directory for every round's files, removed when the whole run ends.
+
+    Rounds do not clean up after themselves: on ext4 (without a journal, as here) making a
+    file scans past every inode freed in its block group in the last few seconds, so the
+    thousands a round frees would slow whichever contender ran next.
+    """
+    _scratch.append(Path(tempfile.mkdtemp(prefix="hive-bench-")))
+    try:
+        yield
+    finally:
+        shutil.rmtree(_scratch.pop(), ignore_errors=True)
+
+
 @contextmanager
 def temp_root() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="hive-bench-"))
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    """A fresh directory for one round (inside the run's scratch directory)."""
+    assert _scratch, "temp_root() is used inside scratch()"
+    yield Path(tempfile.mkdtemp(dir=_scratch[-1]))
 
 
 def run_threads(count: int, work: Callable[[int], None]) -> None:
@@ -93,9 +109,11 @@ def rss_kib() -> int:
 
 
 def prepare(work: Path) -> None:
-    """The per-session preparation every contender does: its dir and a WAL SQLite file."""
+    """The per-session preparation every contender does: its dir and a WAL SQLite file,
+    made as hive_actors makes it (no rollback journal for the header write: one file)."""
     (work / ".swarm").mkdir(parents=True)
     db = sqlite3.connect(work / ".swarm" / "memory.db")
+    db.execute("PRAGMA journal_mode=MEMORY")
     db.execute("PRAGMA journal_mode=WAL")
     db.close()
 
@@ -267,7 +285,12 @@ def draw_lifecycle(path: Path, sessions: int, per_second: dict[str, list[float |
     emit("plot", path=str(path))
 
 
+_peer = {"wanted": True}
+
+
 def circus_available() -> bool:
+    if not _peer["wanted"]:
+        return False
     try:
         import circus_peer  # noqa: F401
     except ImportError:
@@ -701,6 +724,7 @@ def main() -> int:
     parser.add_argument(
         "--live", type=int, nargs="+", default=[1000, 5000], help="live-scale sizes"
     )
+    parser.add_argument("--no-peer", action="store_true", help="leave circus out")
     parser.add_argument("--plot", type=Path, help="draw lifecycle throughput to this PNG")
     options = parser.parse_args()
     structlog.configure(logger_factory=structlog.stdlib.LoggerFactory())
@@ -711,19 +735,22 @@ def main() -> int:
         python=sys.version.split()[0],
         date=dt.datetime.now(dt.UTC).date().isoformat(),
     )
-    size = 0.2 if options.quick else 1.0
-    chosen = options.workloads or list(WORKLOADS)
-    if "lifecycle" in chosen:
-        bench_lifecycle(options.rounds, int(1000 * size) // 16 * 16, options.plot)
-    if "live" in chosen:
-        bench_live([int(n * size) // 16 * 16 for n in options.live], [int(1000 * size) // 16 * 16])
-    if "latency" in chosen:
-        bench_latency(int(2000 * size))
-        bench_daemon_latency(int(2000 * size))
-    if "fanout" in chosen:
-        bench_fanout(int(100_000 * size) // 100 * 100)
-    if "recovery" in chosen:
-        bench_recovery(int(1000 * size))
+    _peer["wanted"] = not options.no_peer
+    with scratch():
+        size = 0.2 if options.quick else 1.0
+        chosen = options.workloads or list(WORKLOADS)
+        if "lifecycle" in chosen:
+            bench_lifecycle(options.rounds, int(1000 * size) // 16 * 16, options.plot)
+        if "live" in chosen:
+            sizes = [int(n * size) // 16 * 16 for n in options.live]
+            bench_live(sizes, [int(1000 * size) // 16 * 16])
+        if "latency" in chosen:
+            bench_latency(int(2000 * size))
+            bench_daemon_latency(int(2000 * size))
+        if "fanout" in chosen:
+            bench_fanout(int(100_000 * size) // 100 * 100)
+        if "recovery" in chosen:
+            bench_recovery(int(1000 * size))
     return 0
 
 

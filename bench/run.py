@@ -321,11 +321,13 @@ def hive_live(sessions: int) -> None:
         running = threading.Semaphore(0)
         stopped = threading.Semaphore(0)
         ended: dict[str, float] = {}
+        went_running: list[float] = []
 
         def observe(event: Event) -> None:
             latencies.append((dt.datetime.now(dt.UTC) - event.at).total_seconds())
             if event.type == "session.status":
                 if event.to == "running":
+                    went_running.append(time.perf_counter())
                     running.release()
                 elif event.to == "terminated":
                     ended[event.session_id] = time.perf_counter()
@@ -344,7 +346,7 @@ def hive_live(sessions: int) -> None:
                 with lock:
                     ids.append(session_id)
 
-        started = time.perf_counter()
+        created = started = time.perf_counter()
         run_threads(16, create)
         for _ in ids:
             running.acquire()
@@ -368,6 +370,7 @@ def hive_live(sessions: int) -> None:
         for _ in rest:
             stopped.acquire()
         to_stop = time.perf_counter() - started
+        first_stopped = sorted(ended[session_id] for session_id in rest)
         emit(
             "live_scale",
             contender="hive",
@@ -376,7 +379,13 @@ def hive_live(sessions: int) -> None:
             threads_per_session=round((threads_live - threads_before) / len(ids), 4),
             threads_total=threads_live,
             seconds_to_running=round(to_running, 3),
+            seconds_to_500_running=(
+                round(went_running[499] - created, 3) if len(went_running) >= 500 else None
+            ),
             seconds_to_stop_all=round(to_stop, 3),
+            seconds_to_stop_500=(
+                round(first_stopped[499] - started, 3) if len(first_stopped) >= 500 else None
+            ),
             stopped_at_once=len(rest),
             idle_cpu_percent=round(idle_cpu * 100, 2),
             event_latency_ms_p50=ms(latencies, 0.5),
@@ -395,9 +404,11 @@ def circus_live(sessions: int) -> None:
         spawned = threading.Semaphore(0)
         reaped = threading.Semaphore(0)
         ended: dict[str, float] = {}
+        went_running: list[float] = []
 
         def observe(name: str, event: str) -> None:
             if event == "spawn":
+                went_running.append(time.perf_counter())
                 spawned.release()
             elif event == "reap":
                 ended[name] = time.perf_counter()
@@ -417,7 +428,7 @@ def circus_live(sessions: int) -> None:
             finally:
                 client.stop()
 
-        started = time.perf_counter()
+        created = started = time.perf_counter()
         try:
             run_threads(16, add)
         except CallError as exc:  # its own client timed out on a command
@@ -461,6 +472,7 @@ def circus_live(sessions: int) -> None:
         for _ in rest:
             reaped.acquire()
         to_stop = time.perf_counter() - started
+        first_stopped = sorted(ended[session_id] for session_id in rest)
         emit(
             "live_scale",
             contender="circus",
@@ -468,7 +480,13 @@ def circus_live(sessions: int) -> None:
             manager_rss_kib_per_session=round((rss_live - rss_before) / len(names), 2),
             threads_total=threads_live,
             seconds_to_running=round(to_running, 3),
+            seconds_to_500_running=(
+                round(went_running[499] - created, 3) if len(went_running) >= 500 else None
+            ),
             seconds_to_stop_all=round(to_stop, 3),
+            seconds_to_stop_500=(
+                round(first_stopped[499] - started, 3) if len(first_stopped) >= 500 else None
+            ),
             stopped_at_once=len(rest),
             idle_cpu_percent=round(idle_cpu * 100, 2),
             one_stop_observed_ms_p50=ms(observed, 0.5),

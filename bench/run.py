@@ -370,7 +370,7 @@ def hive_live(sessions: int) -> None:
         for _ in rest:
             stopped.acquire()
         to_stop = time.perf_counter() - started
-        first_stopped = sorted(ended[session_id] for session_id in rest)
+        timings = _timings(created, went_running, to_running, started, to_stop, ended, rest)
         emit(
             "live_scale",
             contender="hive",
@@ -378,15 +378,7 @@ def hive_live(sessions: int) -> None:
             manager_rss_kib_per_session=round((rss_live - rss_before) / len(ids), 2),
             threads_per_session=round((threads_live - threads_before) / len(ids), 4),
             threads_total=threads_live,
-            seconds_to_running=round(to_running, 3),
-            seconds_to_500_running=(
-                round(went_running[499] - created, 3) if len(went_running) >= 500 else None
-            ),
-            seconds_to_stop_all=round(to_stop, 3),
-            seconds_to_stop_500=(
-                round(first_stopped[499] - started, 3) if len(first_stopped) >= 500 else None
-            ),
-            stopped_at_once=len(rest),
+            **timings,
             idle_cpu_percent=round(idle_cpu * 100, 2),
             event_latency_ms_p50=ms(latencies, 0.5),
             event_latency_ms_p99=ms(latencies, 0.99),
@@ -394,6 +386,30 @@ def hive_live(sessions: int) -> None:
             one_stop_signalled_ms_p99=ms(signalled, 0.99),
             one_stop_observed_ms_p50=ms(observed, 0.5),
         )
+
+
+def _timings(
+    created: float,
+    went_running: list[float],
+    to_running: float,
+    stop_started: float,
+    to_stop: float,
+    ended: dict[str, float],
+    rest: list[str],
+) -> dict[str, Any]:
+    """The time figures every contender of the live workload reports, 500 being the
+    number of sessions the targets speak of."""
+
+    def to_500th(times: list[float], since: float) -> float | None:
+        return round(sorted(times)[499] - since, 3) if len(times) >= 500 else None
+
+    return {
+        "seconds_to_running": round(to_running, 3),
+        "seconds_to_500_running": to_500th(went_running, created),
+        "seconds_to_stop_all": round(to_stop, 3),
+        "seconds_to_stop_500": to_500th([ended[name] for name in rest], stop_started),
+        "stopped_at_once": len(rest),
+    }
 
 
 def circus_live(sessions: int) -> None:
@@ -472,22 +488,14 @@ def circus_live(sessions: int) -> None:
         for _ in rest:
             reaped.acquire()
         to_stop = time.perf_counter() - started
-        first_stopped = sorted(ended[session_id] for session_id in rest)
+        timings = _timings(created, went_running, to_running, started, to_stop, ended, rest)
         emit(
             "live_scale",
             contender="circus",
             sessions=len(names),
             manager_rss_kib_per_session=round((rss_live - rss_before) / len(names), 2),
             threads_total=threads_live,
-            seconds_to_running=round(to_running, 3),
-            seconds_to_500_running=(
-                round(went_running[499] - created, 3) if len(went_running) >= 500 else None
-            ),
-            seconds_to_stop_all=round(to_stop, 3),
-            seconds_to_stop_500=(
-                round(first_stopped[499] - started, 3) if len(first_stopped) >= 500 else None
-            ),
-            stopped_at_once=len(rest),
+            **timings,
             idle_cpu_percent=round(idle_cpu * 100, 2),
             one_stop_observed_ms_p50=ms(observed, 0.5),
         )

@@ -10,6 +10,7 @@ daemon dying); only a power loss can drop the last commits.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -127,36 +128,19 @@ class Registry:
 
         ``committed`` runs after the commit and before the events are published.
         """
-        return self._write(
-            "INSERT INTO sessions (session_id, status, created, updated, info) "
-            "VALUES (:session_id, :status, :created, :updated, :info)",
-            _row(info),
-            events,
-            committed,
-        )
+        return self._write(_Write("insert", _row(info), events, committed))
 
     def update(self, info: SessionInfo, events: Sequence[E], committed: Hook = None) -> list[E]:
         """Replace a session's row and append the events that explain the change."""
-        return self._write(
-            "UPDATE sessions SET status=:status, updated=:updated, info=:info "
-            "WHERE session_id=:session_id",
-            _row(info),
-            events,
-            committed,
-        )
+        return self._write(_Write("update", _row(info), events, committed))
 
     def delete(self, session_id: str, events: Sequence[E], committed: Hook = None) -> list[E]:
         """Forget a session (its journal stays); append the events that say so."""
-        return self._write(
-            "DELETE FROM sessions WHERE session_id=:session_id",
-            {"session_id": session_id},
-            events,
-            committed,
-        )
+        return self._write(_Write("delete", (session_id,), events, committed))
 
     def append(self, events: Sequence[E]) -> list[E]:
         """Journal events that change no session row (context messages)."""
-        return self._write(None, {}, events)
+        return self._write(_Write(None, (), events, None))
 
     def attach(self, connect: Callable[[], T]) -> tuple[T, int]:
         """Run ``connect`` between two commits; return its result and the last seq before it.
@@ -201,21 +185,13 @@ class Registry:
                 yield parse_event({**json.loads(body), "seq": seq})
             cursor = rows[-1][0]
 
-    def _write(
-        self,
-        statement: str | None,
-        params: dict[str, Any],
-        events: Sequence[E],
-        committed: Hook = None,
-    ) -> list[E]:
+    def _write(self, write: _Write) -> list[Any]:
         """Commit one change and publish its events; returns them stamped with their seq.
 
         Group commit: writers that arrive while a transaction is in progress queue up, and
-        the next one to lead commits all of them in one transaction (each in its own
-        savepoint, so one failing statement fails only its own write). Their ``committed``
+        the next one to lead commits all of them in one transaction. Their ``committed``
         hooks and events then run in queue order, which is seq order.
         """
-        write = _Write(statement, params, events, committed)
         with self._queue:
             self._pending.append(write)
             while not write.done and self._leading:
@@ -235,21 +211,23 @@ class Registry:
         return write.outcome()
 
     def _commit(self, batch: list[_Write]) -> None:
+        """Commit a batch: all of it in a few statements, or, if one of its writes fails,
+        each write in its own savepoint, so that only the failing one fails.
+
+        Every statement lets go of the GIL and has to win it back from the busy threads,
+        while every other writer waits on this lock: the fewer statements, the shorter the
+        wait (one statement a kind of change, not one a row).
+        """
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                for write in batch:
-                    self._db.execute("SAVEPOINT write")
+                if _distinct_sessions(batch):
                     try:
-                        write.stamped = self._apply(write)
-                    except (sqlite3.Error, ValueError, TypeError) as exc:  # this write alone
-                        self._db.execute("ROLLBACK TO write")
-                        write.error = exc
-                    self._db.execute("RELEASE write")
-                self._db.execute("COMMIT")
+                        self._transaction(batch, self._apply_together)
+                    except sqlite3.Error:  # one write's fault, or all of theirs: see which
+                        self._transaction(batch, self._apply_alone)
+                else:
+                    self._transaction(batch, self._apply_alone)
             except BaseException as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
                 for write in batch:
                     write.stamped, write.error = [], write.error or exc
                 if not isinstance(exc, Exception):
@@ -265,41 +243,145 @@ class Registry:
                 for event in write.stamped:
                     self._publish(event)
 
-    def _apply(self, write: _Write) -> list[Any]:
-        if write.statement is not None:
-            self._db.execute(write.statement, write.params)
-        stamped = []
-        for event in write.events:
-            body = event.to_json_dict()
-            body.pop("seq")
-            seq = self._db.execute(
-                "INSERT INTO events (session_id, type, body) VALUES (?, ?, ?)",
-                (event.session_id, body["type"], json.dumps(body, ensure_ascii=False)),
-            ).lastrowid
-            assert seq is not None
-            stamped.append(event.model_copy(update={"seq": seq}))
-        return stamped
+    def _transaction(self, batch: list[_Write], apply: Callable[[list[_Write]], None]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            apply(batch)
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    def _apply_together(self, batch: list[_Write]) -> None:
+        """The whole batch in one statement per kind of change (no session twice in it)."""
+        for kind, statement in _STATEMENTS.items():
+            rows = [write.row for write in batch if write.kind == kind]
+            size = _ROWS_PER_STATEMENT if kind != "update" or _UPDATE_FROM else 1
+            for chunk in _chunks(rows, size):
+                self._db.execute(statement(len(chunk)), _flat(chunk))
+        seqs: list[int] = []
+        events = [row for write in batch for row in write.rows]
+        for some in _chunks(events, _ROWS_PER_STATEMENT):
+            last = self._db.execute(_insert_events(len(some)), _flat(some)).lastrowid
+            assert last is not None  # the rows got consecutive seqs, in VALUES order
+            seqs.extend(range(last - len(some) + 1, last + 1))
+        stamps = iter(seqs)
+        for write in batch:
+            write.stamped = write.stamp([next(stamps) for _ in write.rows])
+            write.error = None
+
+    def _apply_alone(self, batch: list[_Write]) -> None:
+        """Each write in its own savepoint: one failing statement fails only its own write."""
+        for write in batch:
+            write.stamped, write.error = [], None
+            self._db.execute("SAVEPOINT write")
+            try:
+                if write.kind is not None:
+                    self._db.execute(_STATEMENTS[write.kind](1), write.row)
+                seqs = []
+                for row in write.rows:
+                    seq = self._db.execute(_insert_events(1), row).lastrowid
+                    assert seq is not None
+                    seqs.append(seq)
+                write.stamped = write.stamp(seqs)
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK TO write")
+                write.error = exc
+            self._db.execute("RELEASE write")
+
+
+_ROWS_PER_STATEMENT = 150
+"""Rows bound into one statement (5 values a row: under SQLite's oldest limit of 999)."""
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)
+"""UPDATE ... FROM, for many rows in one statement, came in SQLite 3.33."""
+
+
+# The statements below join constant SQL with "?" placeholders only, never with values.
+
+
+@functools.cache
+def _values(columns: int, rows: int) -> str:
+    row = "(" + ", ".join("?" * columns) + ")"
+    return ", ".join([row] * rows)
+
+
+@functools.cache
+def _insert_sessions(rows: int) -> str:
+    columns = "session_id, status, created, updated, info"
+    return f"INSERT INTO sessions ({columns}) VALUES {_values(5, rows)}"  # noqa: S608
+
+
+@functools.cache
+def _update_sessions(rows: int) -> str:
+    if rows == 1:  # ?N is the Nth value of the row
+        return "UPDATE sessions SET status = ?2, updated = ?4, info = ?5 WHERE session_id = ?1"
+    return (
+        "WITH new (session_id, status, created, updated, info) "  # noqa: S608
+        f"AS (VALUES {_values(5, rows)}) "
+        "UPDATE sessions SET status = new.status, updated = new.updated, info = new.info "
+        "FROM new WHERE sessions.session_id = new.session_id"
+    )
+
+
+@functools.cache
+def _delete_sessions(rows: int) -> str:
+    return f"DELETE FROM sessions WHERE session_id IN ({', '.join('?' * rows)})"  # noqa: S608
+
+
+@functools.cache
+def _insert_events(rows: int) -> str:
+    return f"INSERT INTO events (session_id, type, body) VALUES {_values(3, rows)}"  # noqa: S608
+
+
+_STATEMENTS: dict[str, Callable[[int], str]] = {
+    "insert": _insert_sessions,
+    "update": _update_sessions,
+    "delete": _delete_sessions,
+}
+
+
+def _chunks(rows: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def _flat(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    return [value for row in rows for value in row]
+
+
+def _distinct_sessions(batch: list[_Write]) -> bool:
+    """True if no session's row is changed by two writes of the batch (their order counts)."""
+    changed = [write.row[0] for write in batch if write.kind is not None]
+    return len(changed) == len(set(changed))
 
 
 class _Write:
-    """One change waiting for (or done by) a group commit."""
+    """One change waiting for (or done by) a group commit, serialized before it queues."""
 
-    __slots__ = ("committed", "done", "error", "events", "params", "stamped", "statement")
+    __slots__ = ("committed", "done", "error", "events", "kind", "row", "rows", "stamped")
 
     def __init__(
         self,
-        statement: str | None,
-        params: dict[str, Any],
+        kind: str | None,
+        row: tuple[str, ...],
         events: Sequence[EventBase],
         committed: Hook,
     ) -> None:
-        self.statement = statement
-        self.params = params
+        self.kind = kind
+        self.row = row
         self.events = events
+        self.rows: list[tuple[str, ...]] = [_event_row(event) for event in events]
         self.committed = committed
         self.done = False
         self.stamped: list[Any] = []
         self.error: BaseException | None = None
+
+    def stamp(self, seqs: list[int]) -> list[Any]:
+        return [
+            event.model_copy(update={"seq": seq})
+            for event, seq in zip(self.events, seqs, strict=True)
+        ]
 
     def outcome(self) -> list[Any]:
         if self.error is not None:
@@ -307,11 +389,17 @@ class _Write:
         return self.stamped
 
 
-def _row(info: SessionInfo) -> dict[str, Any]:
-    return {
-        "session_id": info.session_id,
-        "status": str(info.status),
-        "created": info.created.isoformat(),
-        "updated": info.updated.isoformat(),
-        "info": info.model_dump_json(),
-    }
+def _row(info: SessionInfo) -> tuple[str, ...]:
+    return (
+        info.session_id,
+        str(info.status),
+        info.created.isoformat(),
+        info.updated.isoformat(),
+        info.model_dump_json(),
+    )
+
+
+def _event_row(event: EventBase) -> tuple[str, str, str]:
+    body = event.to_json_dict()
+    body.pop("seq")
+    return (event.session_id, body["type"], json.dumps(body, ensure_ascii=False))

@@ -6,7 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +16,7 @@ from hive_actors._models import ContextMessageEvent, EventBase, SessionInfo
 from hive_actors._registry import Registry
 from hive_actors._states import Status
 
-from .conftest import in_threads
+from .conftest import eventually, in_threads
 
 AT = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -80,3 +82,131 @@ def test_a_committed_hook_runs_before_the_events_are_published(tmp_path: Path) -
     finally:
         registry.close()
     assert order == ["committed", "published"]
+
+
+class _Batch:
+    """Writes queued behind a held commit, so that the next commit takes them all at once.
+
+    The first write leads a commit and waits for the registry's lock, which the test
+    holds; each later one queues behind it, in the order they are added.
+    """
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._threads: list[threading.Thread] = []
+        self.results: dict[str, Any] = {}
+
+    def add(self, name: str, write: Callable[[], Any]) -> None:
+        def run() -> None:
+            try:
+                self.results[name] = write()
+            except Exception as exc:  # asserted by the test
+                self.results[name] = exc
+
+        queued = len(self._registry._pending)
+        thread = threading.Thread(target=run)
+        self._threads.append(thread)
+        thread.start()
+        if len(self._threads) > 1:  # the first one leads: it is waiting for the lock
+            eventually(lambda: len(self._registry._pending) == queued + 1)
+
+    def commit(self) -> None:
+        for thread in self._threads:
+            thread.join(10)
+        assert not any(thread.is_alive() for thread in self._threads)
+
+
+def _with(info: SessionInfo, status: Status) -> SessionInfo:
+    return info.model_copy(update={"status": status})
+
+
+def _messages(session_id: str, *contents: str) -> list[ContextMessageEvent]:
+    return [
+        ContextMessageEvent(session_id=session_id, at=AT, role="user", content=content)
+        for content in contents
+    ]
+
+
+def test_a_batch_of_writes_commits_each_row_and_journals_each_event_under_its_seq(
+    tmp_path: Path,
+) -> None:
+    published: list[EventBase] = []
+    registry = Registry(tmp_path / "registry.db", published.append)
+    try:
+        for session_id in ("lead", "kept", "gone"):
+            registry.insert(_info(session_id), [])
+        batch = _Batch(registry)
+        with registry._lock:
+            batch.add("lead", lambda: registry.append(_messages("lead", "first")))
+            batch.add(
+                "new",
+                lambda: registry.insert(_info("new"), _messages("new", "n1", "n2")),
+            )
+            batch.add(
+                "kept",
+                lambda: registry.update(
+                    _with(_info("kept"), Status.RUNNING), _messages("kept", "k1")
+                ),
+            )
+            batch.add("gone", lambda: registry.delete("gone", _messages("gone", "g1", "g2")))
+            batch.add("note", lambda: registry.append(_messages("kept", "k2")))
+            assert len(registry._pending) == 4  # one commit will take these four
+        batch.commit()
+    finally:
+        rows = {info.session_id: info.status for info in registry.sessions()}
+        journal = list(registry.events(since=0))
+        registry.close()
+
+    assert rows == {"lead": Status.CREATED, "kept": Status.RUNNING, "new": Status.CREATED}
+    contents = [(e.seq, e.session_id, e.content) for e in journal]  # type: ignore[union-attr]
+    assert contents == [
+        (1, "lead", "first"),
+        (2, "new", "n1"),
+        (3, "new", "n2"),
+        (4, "kept", "k1"),
+        (5, "gone", "g1"),
+        (6, "gone", "g2"),
+        (7, "kept", "k2"),
+    ]
+    assert [(e.seq, e.content) for e in published] == [(s, c) for s, _, c in contents]
+    assert [e.seq for e in batch.results["new"]] == [2, 3]
+    assert [e.seq for e in batch.results["note"]] == [7]
+
+
+def test_two_changes_to_one_session_in_a_batch_apply_in_their_order(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry.db", lambda event: None)
+    try:
+        registry.insert(_info("s"), [])
+        batch = _Batch(registry)
+        with registry._lock:
+            batch.add("lead", lambda: registry.append(_messages("s", "lead")))
+            batch.add("run", lambda: registry.update(_with(_info("s"), Status.RUNNING), []))
+            batch.add("end", lambda: registry.update(_with(_info("s"), Status.COMPLETED), []))
+        batch.commit()
+        (info,) = registry.sessions()
+    finally:
+        registry.close()
+    assert info.status is Status.COMPLETED
+    assert batch.results["run"] == batch.results["end"] == []
+
+
+def test_a_failing_write_in_a_batch_fails_alone(tmp_path: Path) -> None:
+    published: list[EventBase] = []
+    registry = Registry(tmp_path / "registry.db", published.append)
+    try:
+        registry.insert(_info("taken"), [])
+        batch = _Batch(registry)
+        with registry._lock:
+            batch.add("lead", lambda: registry.append(_messages("taken", "lead")))
+            batch.add("ok", lambda: registry.insert(_info("ok"), _messages("ok", "o1")))
+            batch.add("dup", lambda: registry.insert(_info("taken"), _messages("taken", "d")))
+            batch.add("after", lambda: registry.append(_messages("ok", "o2")))
+        batch.commit()
+        journal = [(e.seq, e.content) for e in registry.events(since=0)]  # type: ignore[union-attr]
+        ids = sorted(info.session_id for info in registry.sessions())
+    finally:
+        registry.close()
+    assert isinstance(batch.results["dup"], sqlite3.IntegrityError)
+    assert ids == ["ok", "taken"]
+    assert journal == [(1, "lead"), (2, "o1"), (3, "o2")]  # no gap where "d" was refused
+    assert [(e.seq, e.content) for e in published] == journal  # type: ignore[attr-defined]

@@ -9,7 +9,6 @@ its own turn, so a session's events come out in the order its supervisor decided
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from hive_actors import _workspace
@@ -68,7 +67,7 @@ class HiveCore:
 
     def register(self, info: SessionInfo) -> None:
         """Record a newly created session and announce it."""
-        _workspace.write_info(Path(info.working_dir), info)
+        _workspace.write_info(info.working_dir, info)
         events: list[EventBase] = [
             SessionCreatedEvent(
                 session_id=info.session_id,
@@ -150,6 +149,6 @@ class HiveCore:
         }
 
     def _write(self, new: SessionInfo, events: list[EventBase]) -> SessionInfo:
-        _workspace.write_info(Path(new.working_dir), new)
+        _workspace.write_info(new.working_dir, new)
         self.registry.update(new, events, lambda: self.table.put(new))
         return new

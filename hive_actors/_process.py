@@ -64,25 +64,38 @@ def killed_by_signal(code: int) -> bool:
     return describe_exit(code).startswith("killed by")
 
 
+def read_small(path: str | Path) -> bytes:
+    """A small file's bytes, read without the file object machinery (a hot path: /proc
+    files and exit status files are read for every run)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def process_start_time(pid: int) -> int | None:
     """When a live process started (clock ticks since boot): with the pid, its identity.
 
     None for a process that is gone, or a zombie (it has ended; only its pid remains).
     """
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = read_small(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()
     except OSError:
         return None
-    return None if fields[0] in ("Z", "X") else int(fields[19])
+    return None if fields[0] in (b"Z", b"X") else int(fields[19])
 
 
 def read_status(path: Path) -> int | None:
     """The exit status the shim recorded, or None if there is none (yet) or only a part."""
     try:
-        text = path.read_text()
+        text = read_small(path)
     except OSError:
         return None
-    if not text.endswith("\n"):
+    if not text.endswith(b"\n"):
         return None
     try:
         return int(text)
@@ -235,7 +248,7 @@ class AgentProcess:
 
     def _children(self) -> list[int]:
         try:
-            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text()
+            text = read_small(f"/proc/{self.pid}/task/{self.pid}/children")
         except OSError:  # no such file (kernel without it, or the shim is gone)
             return []
         return [int(pid) for pid in text.split()]

@@ -86,7 +86,8 @@ class Registry:
         self._publish = publish
         self._lock = threading.Lock()
         """Held for every use of the connection; ``attach`` runs between two commits."""
-        self._queue = threading.Condition(threading.Lock())
+        self._queue = threading.Lock()
+        """Guards ``_pending`` and ``_leading``: who waits, and whether someone commits."""
         self._pending: list[_Write] = []
         self._leading = False
         try:
@@ -189,16 +190,18 @@ class Registry:
         """Commit one change and publish its events; returns them stamped with their seq.
 
         Group commit: writers that arrive while a transaction is in progress queue up, and
-        the next one to lead commits all of them in one transaction. Their ``committed``
-        hooks and events then run in queue order, which is seq order.
+        the first of them leads the next commit, for all of them in one transaction. Their
+        ``committed`` hooks and events then run in queue order, which is seq order. Each
+        waiter is woken once, when its write is done or it is its turn to lead.
         """
         with self._queue:
             self._pending.append(write)
-            while not write.done and self._leading:
-                self._queue.wait()
+            leader, self._leading = not self._leading, True
+        if not leader:
+            write.wake.acquire()  # released by a leader: done, or ours to lead
             if write.done:
                 return write.outcome()
-            self._leading = True
+        with self._queue:
             batch, self._pending = self._pending, []  # ours among them: it is not done
         try:
             self._commit(batch)
@@ -206,8 +209,13 @@ class Registry:
             with self._queue:
                 for each in batch:
                     each.done = True
-                self._leading = False  # whoever queued meanwhile leads the next commit
-                self._queue.notify_all()
+                following = self._pending[0] if self._pending else None
+                self._leading = following is not None
+            for each in batch:
+                if each is not write:
+                    each.wake.release()
+            if following is not None:
+                following.wake.release()  # it leads the next commit
         return write.outcome()
 
     def _commit(self, batch: list[_Write]) -> None:
@@ -359,7 +367,7 @@ def _distinct_sessions(batch: list[_Write]) -> bool:
 class _Write:
     """One change waiting for (or done by) a group commit, serialized before it queues."""
 
-    __slots__ = ("committed", "done", "error", "events", "kind", "row", "rows", "stamped")
+    __slots__ = ("committed", "done", "error", "events", "kind", "row", "rows", "stamped", "wake")
 
     def __init__(
         self,
@@ -374,6 +382,9 @@ class _Write:
         self.rows: list[tuple[str, ...]] = [_event_row(event) for event in events]
         self.committed = committed
         self.done = False
+        self.wake = threading.Lock()
+        """Held until a leader releases it: this write is done, or it is to lead."""
+        self.wake.acquire()
         self.stamped: list[Any] = []
         self.error: BaseException | None = None
 

@@ -100,14 +100,14 @@ def remove(paths: SessionPaths) -> None:
         paths.log_file.unlink()
 
 
-def write_info(working_dir: Path, info: SessionInfo) -> None:
+def write_info(working_dir: str | Path, info: SessionInfo) -> None:
     """Write session.json atomically (temp file + rename): readers never see half a file.
 
     One writer at a time per session (its supervisor; the manager or recovery only once
     the supervisor is gone), so the temp file can have a fixed name.
     """
     data = info.model_dump_json(indent=2).encode()
-    temp = working_dir / ".session.json.tmp"
+    temp = f"{working_dir}/.session.json.tmp"  # a str: this runs for every transition
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         view = memoryview(data)
@@ -115,7 +115,7 @@ def write_info(working_dir: Path, info: SessionInfo) -> None:
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
-    os.replace(temp, working_dir / "session.json")
+    os.replace(temp, f"{working_dir}/session.json")
 
 
 def read_info(working_dir: Path) -> SessionInfo:

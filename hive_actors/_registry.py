@@ -411,6 +411,8 @@ def _row(info: SessionInfo) -> tuple[str, ...]:
 
 
 def _event_row(event: EventBase) -> tuple[str, str, str]:
-    body = event.to_json_dict()
-    body.pop("seq")
-    return (event.session_id, body["type"], json.dumps(body, ensure_ascii=False))
+    body = event.model_dump_json(by_alias=True, exclude=_NO_SEQ)  # the journal's seq column
+    return (event.session_id, event.type, body)  # type: ignore[attr-defined]  # every subclass has it
+
+
+_NO_SEQ = {"seq"}

@@ -17,7 +17,7 @@ import structlog
 from hive_actors._core import HiveCore
 from hive_actors._models import SessionInfo
 from hive_actors._runtime import PooledActor
-from hive_actors._slots import Acquire, Granted, Release, Waiting
+from hive_actors._slots import Granted, Release
 from hive_actors._states import TERMINAL, Status
 from hive_actors._supervision import Call, ChildFailed, InjectCrash, answer
 from hive_actors._supervisor import SessionEnded, SessionSupervisor
@@ -55,8 +55,6 @@ class SessionManager(PooledActor):
             case SessionEnded(session_id):
                 self._forget(session_id)
                 self._release(session_id)
-            case Acquire(session_id, priority):
-                self._acquire(session_id, priority)
             case Release(session_id):
                 self._release(session_id)
             case ChildFailed(_, urn, detail) if urn in self._by_urn:
@@ -99,14 +97,6 @@ class SessionManager(PooledActor):
             self._by_urn.pop(ref.actor_urn, None)
             self._core.table.set_supervisor(session_id, None)
         return ref
-
-    def _acquire(self, session_id: str, priority: str) -> None:
-        ref = self._children.get(session_id)
-        if ref is None:
-            return
-        granted = self._core.slots.acquire(session_id, priority)
-        with contextlib.suppress(pykka.ActorDeadError):
-            ref.tell(Granted() if granted else Waiting())
 
     def _release(self, session_id: str) -> None:
         pending = self._core.slots.release(session_id)

@@ -1,7 +1,8 @@
 """The concurrency cap: at most ``max_running`` agents at once, the rest queued.
 
-Owned by the SessionManager (only its turns change it); the Hive reads queue positions
-from it directly, under its lock, to show them in ``get``.
+Thread-safe: a supervisor takes a slot (or a queue place) itself when its session starts;
+the SessionManager, told when a run ends, releases the slot and tells ``Granted`` to the
+sessions next in the queue. The Hive reads queue positions to show them in ``get``.
 """
 
 from __future__ import annotations
@@ -61,14 +62,6 @@ class Slots:
 
 
 @dataclass(frozen=True, slots=True)
-class Acquire:
-    """Supervisor -> manager: the session wants to run its agent."""
-
-    session_id: str
-    priority: str
-
-
-@dataclass(frozen=True, slots=True)
 class Release:
     """Supervisor -> manager: the run ended (or a queued start was withdrawn)."""
 
@@ -78,8 +71,3 @@ class Release:
 @dataclass(frozen=True, slots=True)
 class Granted:
     """Manager -> supervisor: a slot is yours; spawn."""
-
-
-@dataclass(frozen=True, slots=True)
-class Waiting:
-    """Manager -> supervisor: every slot is taken; you are queued."""

@@ -42,7 +42,7 @@ from hive_actors._runner import (
     Stop,
 )
 from hive_actors._runtime import ActorPool
-from hive_actors._slots import Acquire, Granted, Release, Waiting
+from hive_actors._slots import Granted, Release
 from hive_actors._states import TERMINAL, TRANSITIONS, Status
 from hive_actors._supervision import Call, Child, ChildFailed, InjectCrash, RestartIntensity
 from hive_actors._timers import TimerHandle
@@ -226,8 +226,6 @@ class SessionSupervisor(Child):
                 self._on_idle_expired()
             case _LifetimeExpired():
                 self._on_lifetime_expired()
-            case Waiting():
-                self._on_waiting()
             case TerminateRequest():
                 self._on_terminate_request(message)
             case ContextRequest(call):
@@ -269,19 +267,23 @@ class SessionSupervisor(Child):
         self._pending.append(request.reply)
         self._acquiring = _PendingStart(request.args, request.task)
         self._idle_token += 1  # an idle timeout armed earlier no longer applies
-        self._parent.tell(Acquire(self._id, info.priority))
+        # Taken here, not through the manager: a start is then no round trip through the
+        # one actor every session shares. The manager hands on the slots that free up.
+        if self._core.slots.acquire(self._id, info.priority):
+            self._on_granted()
+        else:
+            self._queue()
 
-    def _on_waiting(self) -> None:
-        if self._acquiring is None or self._info.status not in WAITING:
-            return
-        if self._info.status is not Status.QUEUED:
-            self._info = self._core.commit(
-                self._info,
-                Status.QUEUED,
-                reason="queued",
-                args=self._acquiring.args,
-                run_task=self._acquiring.task,
-            )
+    def _queue(self) -> None:
+        """Every slot is taken: wait in the queue (the manager tells Granted)."""
+        assert self._acquiring is not None
+        self._info = self._core.commit(
+            self._info,
+            Status.QUEUED,
+            reason="queued",
+            args=self._acquiring.args,
+            run_task=self._acquiring.task,
+        )
         self._settle_pending()
 
     def _on_granted(self) -> None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from hive_actors._config import HiveConfig
 from hive_actors._models import SessionInfo
 from hive_actors._registry import create_wal
 from hive_actors.errors import CorruptState, WorkspaceError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +67,7 @@ def create(paths: SessionPaths) -> None:
     All or nothing: on any error what was made is removed and the error re-raised.
     """
     try:
-        paths.working_dir.parent.mkdir(parents=True, exist_ok=True)
-        paths.working_dir.mkdir()  # exclusive: two sessions can never share a directory
+        _in_place(paths.working_dir.mkdir, paths.working_dir)  # exclusive: never shared
     except OSError as exc:
         raise WorkspaceError(paths.working_dir, exc) from exc
     try:
@@ -74,14 +77,26 @@ def create(paths: SessionPaths) -> None:
         paths.output_dir.mkdir(parents=True)
         if paths.output_link is not None:
             paths.output_link.symlink_to(paths.output_dir, target_is_directory=True)
-        paths.log_file.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(paths.log_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
+        os.close(_in_place(lambda: os.open(paths.log_file, flags, 0o644), paths.log_file))
     except OSError as exc:
         remove(paths)
         raise WorkspaceError(Path(exc.filename or paths.working_dir), exc) from exc
     except BaseException:
         remove(paths)
         raise
+
+
+def _in_place(make: Callable[[], T], path: Path) -> T:
+    """``make()`` ``path``; if its parent directory is missing (someone removed the sessions
+    or logs dir), make that first and try again; if it is not a directory, that is the
+    error raised. Not checked up front: it is always there but in those cases, and the
+    check would cost every session two more system calls."""
+    try:
+        return make()
+    except (FileNotFoundError, NotADirectoryError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return make()
 
 
 def remove(paths: SessionPaths) -> None:

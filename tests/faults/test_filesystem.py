@@ -102,3 +102,17 @@ def test_a_truncated_registry_is_reported_not_replaced(hives: Hives, tmp_path: P
     with pytest.raises(CorruptState, match="not a readable hive registry"):
         hives.open(root=root)
     assert registry.read_bytes() == damaged  # never silently replaced by an empty one
+
+
+def test_sessions_and_logs_dirs_removed_under_a_running_hive_are_made_again(
+    hives: Hives,
+) -> None:
+    hive = hives.open()
+    hive.config.sessions_dir.rmdir()
+    hive.config.logs_dir.rmdir()
+    session_id = hive.create_session("after the cleanup", args=["--sleep", "0"])
+    info = hive.get_session_info(session_id)
+    assert Path(info.working_dir).parent == hive.config.sessions_dir
+    assert Path(info.log_file).is_file()
+    hive.start_session(session_id)
+    assert hive.wait(session_id, timeout=30) == "completed"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import json
 import os
@@ -143,6 +144,13 @@ async def _run(
         asyncio.create_task(server.serve(sockets=[listener]))
         for server, listener in zip(servers, listeners, strict=True)
     ]
+    # What exists now (modules, the app, the recovered sessions) mostly lives as long as
+    # the daemon: kept out of the collector's sight, a full collection walks only what
+    # came after (the imports alone are ~56,000 objects, ~25 ms of every thread stopped;
+    # create p99 with 16 clients ~210 -> ~135 ms). The price: cycles among these objects
+    # are never collected, a bounded once-only cost (the recovered sessions' actors).
+    gc.collect()
+    gc.freeze()
     log.info(
         "daemon ready",
         pid=os.getpid(),

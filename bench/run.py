@@ -372,11 +372,9 @@ def hive_live(sessions: int) -> None:
             stopped.acquire()
             observed.append(ended[session_id] - started)
         rest = ids[SINGLE_STOPS:]
-        started = time.perf_counter()
-        run_threads(16, lambda t: [hive.terminate_session(s, grace=5) for s in rest[t::16]])
-        for _ in rest:
-            stopped.acquire()
-        to_stop = time.perf_counter() - started
+        started, to_stop = _stop_at_once(
+            lambda t: [hive.terminate_session(s, grace=5) for s in rest[t::16]], stopped, rest
+        )
         timings = _timings(created, went_running, to_running, started, to_stop, ended, rest)
         emit(
             "live_scale",
@@ -395,6 +393,18 @@ def hive_live(sessions: int) -> None:
             one_stop_signalled_ms_p99=ms(signalled, 0.99),
             one_stop_observed_ms_p50=ms(observed, 0.5),
         )
+
+
+def _stop_at_once(
+    stop: Callable[[int], None], ended: threading.Semaphore, rest: list[str]
+) -> tuple[float, float]:
+    """Stop ``rest`` from 16 threads (``stop(thread)`` stops its share) and wait until
+    ``ended`` was released once for each; returns when it began and how long it took."""
+    started = time.perf_counter()
+    run_threads(16, stop)
+    for _ in rest:
+        ended.acquire()
+    return started, time.perf_counter() - started
 
 
 def _timings(
@@ -492,11 +502,7 @@ def circus_live(sessions: int) -> None:
             finally:
                 client.stop()
 
-        started = time.perf_counter()
-        run_threads(16, stop)
-        for _ in rest:
-            reaped.acquire()
-        to_stop = time.perf_counter() - started
+        started, to_stop = _stop_at_once(stop, reaped, rest)
         timings = _timings(created, went_running, to_running, started, to_stop, ended, rest)
         emit(
             "live_scale",

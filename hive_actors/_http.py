@@ -143,18 +143,22 @@ def create_app(
 
 
 DASHBOARD = Path(__file__).with_name("dashboard")
-PUBLIC_PATHS = ("/", "/dashboard/")
-"""The dashboard's page and assets: served without a token (they hold no data; every
-call they make for data sends the token)."""
+_PAGE, _ASSETS = "/", "/dashboard"
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
+def is_public(method: str | None, path: str) -> bool:
+    """The dashboard's page and assets: served without a token (they hold no data; every
+    call they make for data sends the token)."""
+    return method == "GET" and (path == _PAGE or path.startswith(_ASSETS + "/"))
+
+
 def _dashboard_routes(app: FastAPI) -> None:
-    @app.get("/", response_class=FileResponse, include_in_schema=False)
+    @app.get(_PAGE, response_class=FileResponse, include_in_schema=False)
     def dashboard() -> FileResponse:
         return FileResponse(DASHBOARD / "index.html", headers=_NO_STORE)
 
-    app.mount("/dashboard", StaticFiles(directory=DASHBOARD), name="dashboard")
+    app.mount(_ASSETS, StaticFiles(directory=DASHBOARD), name="dashboard")
 
 
 def _daemon_routes(app: FastAPI, hive: Hive, shutdown: Callable[[], None]) -> None:

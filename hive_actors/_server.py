@@ -23,7 +23,7 @@ import uvicorn
 
 from hive_actors._config import HiveConfig
 from hive_actors._hive import Hive
-from hive_actors._http import PUBLIC_PATHS, create_app
+from hive_actors._http import create_app, is_public
 from hive_actors._lockfile import DaemonLock
 from hive_actors._logging import configure_daemon_logging
 from hive_actors._paths import LOG_NAME, TOKEN_NAME, socket_path
@@ -178,7 +178,9 @@ class BearerAuth:
         self._expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket") and not _public(scope):
+        if scope["type"] in ("http", "websocket") and not is_public(
+            scope.get("method"), scope["path"]
+        ):
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, self._expected):
                 body = json.dumps(
@@ -197,14 +199,6 @@ class BearerAuth:
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
-
-
-def _public(scope: dict[str, Any]) -> bool:
-    """The dashboard's page and assets, fetched by a browser that cannot send a header."""
-    path: str = scope["path"]
-    return scope.get("method") == "GET" and (
-        path == PUBLIC_PATHS[0] or path.startswith(PUBLIC_PATHS[1])
-    )
 
 
 def _unix_listener(path: Path) -> socket.socket:

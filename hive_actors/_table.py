@@ -22,6 +22,11 @@ class _Entry:
     info: SessionInfo
     supervisor: pykka.ActorRef[Any] | None = None
     changed: threading.Condition | None = None
+    """Made by the first caller that waits on this entry (``await_supervisor``)."""
+
+    def notify(self) -> None:
+        if self.changed is not None:
+            self.changed.notify_all()
 
 
 class SessionTable:
@@ -36,22 +41,20 @@ class SessionTable:
                 self._entries[info.session_id] = _Entry(info)
                 return
             entry.info = info
-            if entry.changed is not None:
-                entry.changed.notify_all()
+            entry.notify()
 
     def remove(self, session_id: str) -> None:
         with self._lock:
             entry = self._entries.pop(session_id, None)
-            if entry is not None and entry.changed is not None:
-                entry.changed.notify_all()
+            if entry is not None:
+                entry.notify()
 
     def set_supervisor(self, session_id: str, ref: pykka.ActorRef[Any] | None) -> None:
         with self._lock:
             entry = self._entries.get(session_id)
             if entry is not None:
                 entry.supervisor = ref
-                if entry.changed is not None:
-                    entry.changed.notify_all()
+                entry.notify()
 
     def get(self, session_id: str) -> SessionInfo | None:
         with self._lock:

@@ -524,19 +524,25 @@ def _cpu_seconds(pid: int) -> float:
 # -- 3. API latency (in-process) --------------------------------------------------------------
 
 
+def _emit_latency(
+    benchmark: str, concurrency: int, creates: list[float], statuses: list[float], target: float
+) -> None:
+    emit(
+        benchmark,
+        concurrency=concurrency,
+        create_ms_p50=ms(creates, 0.5, 3),
+        create_ms_p99=ms(creates, 0.99, 3),
+        status_ms_p50=ms(statuses, 0.5, 4),
+        status_ms_p99=ms(statuses, 0.99, 4),
+        target_create_ms_p99=target,
+    )
+
+
 def bench_latency(calls: int) -> None:
     with temp_root() as root, Hive(root=root, command=[TRUE]) as hive:
         for concurrency in (1, 16):
             creates, statuses = _latency_round(hive, calls, concurrency)
-            emit(
-                "api_latency_in_process",
-                concurrency=concurrency,
-                create_ms_p50=ms(creates, 0.5, 3),
-                create_ms_p99=ms(creates, 0.99, 3),
-                status_ms_p50=ms(statuses, 0.5, 4),
-                status_ms_p99=ms(statuses, 0.99, 4),
-                target_create_ms_p99=5,
-            )
+            _emit_latency("api_latency_in_process", concurrency, creates, statuses, target=5)
 
 
 def _latency_round(hive: Hive, calls: int, concurrency: int) -> tuple[list[float], list[float]]:
@@ -617,15 +623,7 @@ def bench_daemon_latency(calls: int) -> None:
                 creates, statuses = _timed_calls(
                     calls, concurrency, lambda: _OverSocket(client.socket)
                 )
-                emit(
-                    "api_latency_daemon_socket",
-                    concurrency=concurrency,
-                    create_ms_p50=ms(creates, 0.5, 3),
-                    create_ms_p99=ms(creates, 0.99, 3),
-                    status_ms_p50=ms(statuses, 0.5, 3),
-                    status_ms_p99=ms(statuses, 0.99, 3),
-                    target_create_ms_p99=15,
-                )
+                _emit_latency("api_latency_daemon_socket", concurrency, creates, statuses, 15)
         finally:
             client.call("POST", "/shutdown")
             client.close()

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import structlog
 
 from hive_actors import Event, Hive
 from hive_actors._models import ContextMessageEvent
+from hive_actors._workspace import create_wal
 
 TRUE = shutil.which("true") or "/bin/true"
 SLEEP = shutil.which("sleep") or "/bin/sleep"
@@ -110,12 +110,9 @@ def rss_kib() -> int:
 
 def prepare(work: Path) -> None:
     """The per-session preparation every contender does: its dir and a WAL SQLite file,
-    made as hive_actors makes it (no rollback journal for the header write: one file)."""
+    made as hive_actors makes it (a copy of the empty WAL file SQLite made first)."""
     (work / ".swarm").mkdir(parents=True)
-    db = sqlite3.connect(work / ".swarm" / "memory.db")
-    db.execute("PRAGMA journal_mode=MEMORY")
-    db.execute("PRAGMA journal_mode=WAL")
-    db.close()
+    create_wal(work / ".swarm" / "memory.db")
 
 
 def floor_lifecycle(root: Path, sessions: int, concurrency: int) -> float:

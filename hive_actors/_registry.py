@@ -63,21 +63,6 @@ def connect_wal(path: Path) -> sqlite3.Connection:
     return connection
 
 
-def create_wal(path: Path) -> None:
-    """Create an empty SQLite file in WAL mode, and nothing beside it.
-
-    Switching a new file to WAL writes its header, which SQLite would do through a
-    rollback journal created and deleted for that one write. With the journal in memory,
-    no file but the database itself is made (a crash meanwhile leaves a new, empty file).
-    """
-    connection = sqlite3.connect(path, isolation_level=None)
-    try:
-        connection.execute("PRAGMA journal_mode=MEMORY")
-        connection.execute("PRAGMA journal_mode=WAL")
-    finally:
-        connection.close()
-
-
 class Registry:
     """Sessions and the event journal; thread-safe; every write is one transaction."""
 

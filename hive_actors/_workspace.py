@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +14,6 @@ from typing import TypeVar
 
 from hive_actors._config import HiveConfig
 from hive_actors._models import SessionInfo
-from hive_actors._registry import create_wal
 from hive_actors.errors import CorruptState, WorkspaceError
 
 T = TypeVar("T")
@@ -121,16 +122,61 @@ def write_info(working_dir: str | Path, info: SessionInfo) -> None:
     One writer at a time per session (its supervisor; the manager or recovery only once
     the supervisor is gone), so the temp file can have a fixed name.
     """
-    data = info.model_dump_json(indent=2).encode()
     temp = f"{working_dir}/.session.json.tmp"  # a str: this runs for every transition
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    _write(temp, info.model_dump_json(indent=2).encode(), os.O_TRUNC)
+    os.replace(temp, f"{working_dir}/session.json")
+
+
+def create_wal(path: Path | str) -> None:
+    """Create an empty SQLite file in WAL mode, and nothing beside it; never replace one.
+
+    An empty database in WAL mode is one page, the same bytes every time. The first file
+    of a process is made by SQLite; every later one is a copy of it: one open, one write,
+    one close, where SQLite's connect, pragmas and header write cost ~1 ms of CPU and
+    several waits for the GIL.
+    """
+    global _empty_wal  # noqa: PLW0603 - one per process, learnt from the first file made
+    if _empty_wal is None:
+        _empty_wal = _make_wal_with_sqlite(path)
+    else:
+        _write(path, _empty_wal, os.O_EXCL)
+
+
+_empty_wal: bytes | None = None
+"""An empty WAL database as this process's SQLite makes it, once one was made."""
+
+
+def _make_wal_with_sqlite(path: Path | str) -> bytes | None:
+    """Have SQLite make ``path`` an empty database in WAL mode; return its bytes if they
+    can be copied for the next ones (one page, whose header says WAL).
+
+    The rollback journal is kept in memory for the header write: no journal file is made
+    and deleted beside the database.
+    """
+    if os.path.lexists(path):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode=MEMORY")
+        connection.execute("PRAGMA journal_mode=WAL")
+        (page_size,) = connection.execute("PRAGMA page_size").fetchone()
+    finally:
+        connection.close()
+    with open(path, "rb") as handle:
+        data = handle.read()
+    header_ok = data[:16] == b"SQLite format 3\0" and data[18:20] == b"\x02\x02"
+    return data if header_ok and len(data) == page_size else None
+
+
+def _write(path: Path | str, data: bytes, flag: int) -> None:
+    """Write ``data`` to a file opened with ``O_CREAT`` and ``flag`` (O_EXCL, O_TRUNC)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flag, 0o644)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
-    os.replace(temp, f"{working_dir}/session.json")
 
 
 def read_info(working_dir: Path) -> SessionInfo:

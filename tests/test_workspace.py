@@ -6,6 +6,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import pytest
+
 from hive_actors import Hive, _workspace
 from hive_actors._models import SessionInfo
 
@@ -57,3 +59,37 @@ def test_the_database_is_made_in_wal_mode_with_nothing_beside_it(hive: Hive) -> 
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     finally:
         connection.close()
+
+
+def test_every_session_database_is_a_working_wal_file_made_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_workspace, "_empty_wal", None)  # as in a new process
+    first, copied = tmp_path / "first" / "memory.db", tmp_path / "copied" / "memory.db"
+    for path in (first, copied):
+        path.parent.mkdir()
+        _workspace.create_wal(path)  # the first by SQLite, the next a copy of it
+        assert [p.name for p in path.parent.iterdir()] == ["memory.db"]
+    assert copied.read_bytes() == first.read_bytes()
+    connection = sqlite3.connect(copied)
+    try:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        connection.execute("CREATE TABLE notes (body TEXT)")
+        connection.execute("INSERT INTO notes VALUES ('kept')")
+        connection.commit()
+        assert connection.execute("SELECT body FROM notes").fetchall() == [("kept",)]
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        connection.close()
+
+
+def test_a_session_database_is_never_made_over_an_existing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    existing = tmp_path / "memory.db"
+    existing.write_bytes(b"an agent's data")
+    for template in (None, b"SQLite format 3\0"):  # SQLite's way, then the copy's
+        monkeypatch.setattr(_workspace, "_empty_wal", template)
+        with pytest.raises(FileExistsError):
+            _workspace.create_wal(existing)
+        assert existing.read_bytes() == b"an agent's data"

@@ -162,8 +162,7 @@ def _make_wal_with_sqlite(path: Path | str) -> bytes | None:
         (page_size,) = connection.execute("PRAGMA page_size").fetchone()
     finally:
         connection.close()
-    with open(path, "rb") as handle:
-        data = handle.read()
+    data = Path(path).read_bytes()
     header_ok = data[:16] == b"SQLite format 3\0" and data[18:20] == b"\x02\x02"
     return data if header_ok and len(data) == page_size else None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
@@ -54,11 +55,8 @@ def test_a_reader_never_sees_half_a_session_json(hive: Hive) -> None:
 def test_the_database_is_made_in_wal_mode_with_nothing_beside_it(hive: Hive) -> None:
     database = Path(_info(hive).database)
     assert [p.name for p in database.parent.iterdir()] == ["memory.db"]
-    connection = sqlite3.connect(database)
-    try:
+    with contextlib.closing(sqlite3.connect(database)) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    finally:
-        connection.close()
 
 
 def test_every_session_database_is_a_working_wal_file_made_alone(
@@ -71,16 +69,13 @@ def test_every_session_database_is_a_working_wal_file_made_alone(
         _workspace.create_wal(path)  # the first by SQLite, the next a copy of it
         assert [p.name for p in path.parent.iterdir()] == ["memory.db"]
     assert copied.read_bytes() == first.read_bytes()
-    connection = sqlite3.connect(copied)
-    try:
+    with contextlib.closing(sqlite3.connect(copied)) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         connection.execute("CREATE TABLE notes (body TEXT)")
         connection.execute("INSERT INTO notes VALUES ('kept')")
         connection.commit()
         assert connection.execute("SELECT body FROM notes").fetchall() == [("kept",)]
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    finally:
-        connection.close()
 
 
 def test_a_session_database_is_never_made_over_an_existing_file(

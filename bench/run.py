@@ -206,12 +206,12 @@ PEER_BUDGET = 120.0
 """Seconds the peer gets for one round before it is called given up."""
 
 
-def bench_lifecycle(rounds: int, sessions: int, plot: Path | None) -> None:
+def bench_lifecycle(rounds: int, sessions: int, plot: Path | None, peer: bool) -> None:
     contenders: dict[str, Callable[[Path, int, int], float]] = {
         "floor": floor_lifecycle,
         "hive": hive_lifecycle,
     }
-    if circus_available():
+    if peer and circus_available():
         contenders["circus"] = circus_lifecycle
     per_second: dict[str, list[float | None]] = {name: [] for name in contenders}
     gave_up: dict[str, str] = {}
@@ -282,12 +282,7 @@ def draw_lifecycle(path: Path, sessions: int, per_second: dict[str, list[float |
     emit("plot", path=str(path))
 
 
-_peer = {"wanted": True}
-
-
 def circus_available() -> bool:
-    if not _peer["wanted"]:
-        return False
     try:
         import circus_peer  # noqa: F401
     except ImportError:
@@ -771,15 +766,15 @@ def main() -> int:
         python=sys.version.split()[0],
         date=dt.datetime.now(dt.UTC).date().isoformat(),
     )
-    _peer["wanted"] = not options.no_peer
     with scratch():
         size = 0.2 if options.quick else 1.0
         chosen = options.workloads or list(WORKLOADS)
+        sessions = int(1000 * size) // 16 * 16  # 16 callers with an equal share
         if "lifecycle" in chosen:
-            bench_lifecycle(options.rounds, int(1000 * size) // 16 * 16, options.plot)
+            bench_lifecycle(options.rounds, sessions, options.plot, peer=not options.no_peer)
         if "live" in chosen:
             sizes = [int(n * size) // 16 * 16 for n in options.live]
-            bench_live(sizes, [int(1000 * size) // 16 * 16])
+            bench_live(sizes, [] if options.no_peer else [sessions])
         if "latency" in chosen:
             bench_latency(int(2000 * size))
             bench_daemon_latency(int(2000 * size))

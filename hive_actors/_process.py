@@ -231,6 +231,10 @@ class AgentProcess:
         of the group is killed when the shim is reaped; escapees come from a /proc
         snapshot shared with other stops (see SCAN_REUSE).
         """
+        # The /proc pass comes before the lock: it can take tens of ms, and the reaper
+        # takes this lock to reap, so holding it would hold up every session's exit.
+        # The snapshot can be SCAN_REUSE old anyway; the lock guards the shim's pid.
+        others = run_processes(self.session_id, self.pid)
         with self._lock:
             if self._reaped:
                 return
@@ -241,7 +245,7 @@ class AgentProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.pid, signal.SIGKILL)
                 self._killed = True
-            for pid in children + run_processes(self.session_id, self.pid):
+            for pid in children + others:
                 if pid != self.pid:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
@@ -254,10 +258,11 @@ class AgentProcess:
         return [int(pid) for pid in text.split()]
 
     def _signal_escapees(self, signum: int) -> None:
+        escapees = run_processes(self.session_id, self.pid, group=False)  # see kill_tree
         with self._lock:
             if self._reaped:
                 return
-            for pid in run_processes(self.session_id, self.pid, group=False):
+            for pid in escapees:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signum)
 

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -295,6 +296,9 @@ def circus_available() -> bool:
 
 
 SINGLE_STOPS = 50
+"""Sessions stopped one at a time, every other session alive."""
+EXITS = 200
+"""Agents killed one at a time from outside the manager: their exit, to the subscriber."""
 
 
 def bench_live(sizes: list[int], peer_sizes: list[int]) -> None:
@@ -327,7 +331,7 @@ def hive_live(sessions: int) -> None:
                 if event.to == "running":
                     went_running.append(time.perf_counter())
                     running.release()
-                elif event.to == "terminated":
+                elif event.to in ("terminated", "failed"):
                     ended[event.session_id] = time.perf_counter()
                     stopped.release()
 
@@ -363,7 +367,16 @@ def hive_live(sessions: int) -> None:
             signalled.append(time.perf_counter() - started)
             stopped.acquire()
             observed.append(ended[session_id] - started)
-        rest = ids[SINGLE_STOPS:]
+        exits = []
+        for session_id in ids[SINGLE_STOPS : SINGLE_STOPS + EXITS]:  # the same, on its own
+            agent = _agent_of(hive.get_session_info(session_id).pid)
+            started = time.perf_counter()
+            os.kill(agent, signal.SIGKILL)
+            stopped.acquire()
+            exits.append(ended[session_id] - started)
+        latencies.clear()
+        delivered.clear()
+        rest = ids[SINGLE_STOPS + EXITS :]
         started, to_stop = _stop_at_once(
             lambda t: [hive.terminate_session(s, grace=5) for s in rest[t::16]], stopped, rest
         )
@@ -377,14 +390,25 @@ def hive_live(sessions: int) -> None:
             threads_total=threads_live,
             **timings,
             idle_cpu_percent=round(idle_cpu * 100, 2),
-            event_latency_ms_p50=ms(latencies, 0.5),
-            event_latency_ms_p99=ms(latencies, 0.99),
-            commit_to_subscriber_ms_p50=ms(delivered, 0.5),
-            commit_to_subscriber_ms_p99=ms(delivered, 0.99),
             one_stop_signalled_ms_p50=ms(signalled, 0.5),
             one_stop_signalled_ms_p99=ms(signalled, 0.99),
             one_stop_observed_ms_p50=ms(observed, 0.5),
+            one_stop_observed_ms_p99=ms(observed, 0.99),
+            exit_to_subscriber_ms_p50=ms(exits, 0.5),
+            exit_to_subscriber_ms_p99=ms(exits, 0.99),
+            mass_stop_event_latency_ms_p50=ms(latencies, 0.5),
+            mass_stop_event_latency_ms_p99=ms(latencies, 0.99),
+            mass_stop_commit_to_subscriber_ms_p50=ms(delivered, 0.5),
+            mass_stop_commit_to_subscriber_ms_p99=ms(delivered, 0.99),
         )
+
+
+def _agent_of(shim: int | None) -> int:
+    """The agent process of a running session: the only child of its shim."""
+    children = Path(f"/proc/{shim}/task/{shim}/children").read_text().split()
+    if len(children) != 1:
+        raise RuntimeError(f"the shim {shim} has children {children}, not one agent")
+    return int(children[0])
 
 
 def _stop_at_once(
@@ -475,16 +499,22 @@ def circus_live(sessions: int) -> None:
         idle_cpu = (_cpu_seconds(circus.process.pid) - cpu_before) / 3
 
         client = circus.client()
-        observed = []
+        observed, exits = [], []
         try:
             for name in names[:SINGLE_STOPS]:
                 started = time.perf_counter()
                 circus.call(client, "stop", name=name)
                 reaped.acquire()
                 observed.append(ended[name] - started)
+            for name in names[SINGLE_STOPS : SINGLE_STOPS + EXITS]:
+                (agent,) = circus.call(client, "list", name=name)["pids"]
+                started = time.perf_counter()
+                os.kill(agent, signal.SIGKILL)
+                reaped.acquire()
+                exits.append(ended[name] - started)
         finally:
             client.stop()
-        rest = names[SINGLE_STOPS:]
+        rest = names[SINGLE_STOPS + EXITS :]
 
         def stop(thread: int) -> None:
             client = circus.client()
@@ -505,6 +535,9 @@ def circus_live(sessions: int) -> None:
             **timings,
             idle_cpu_percent=round(idle_cpu * 100, 2),
             one_stop_observed_ms_p50=ms(observed, 0.5),
+            one_stop_observed_ms_p99=ms(observed, 0.99),
+            exit_to_subscriber_ms_p50=ms(exits, 0.5),
+            exit_to_subscriber_ms_p99=ms(exits, 0.99),
         )
 
 

@@ -142,6 +142,8 @@ class AgentProcess:
     exit_code: int | None = None
     _reaped: bool = False
     _killed: bool = False
+    _escaped: bool = False
+    """The stop signal found processes of the run outside its group."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -213,13 +215,14 @@ class AgentProcess:
         here; the escapees a moment later from the timer thread, because finding them
         takes a pass over /proc (tens of ms with thousands of processes) that must not
         hold up the caller. The SIGKILL needs no actor either: it fires from the timer
-        thread even if the runner that asked for it has died meanwhile, and is a no-op
-        once the agent was reaped.
+        thread even if the runner that asked for it has died meanwhile. Escapees are
+        signalled even if the agent has ended meanwhile: they are not ended with it.
         """
         if grace <= 0:
             self.kill_tree()
         elif self.signal_group(signal.SIGTERM):
-            timers.call_later(0, lambda: self._signal_escapees(signal.SIGTERM))
+            signalled = time.monotonic()
+            timers.call_later(0, lambda: self._signal_escapees(signal.SIGTERM, signalled))
             timers.call_later(grace, self.kill_tree)
 
     def kill_tree(self) -> None:
@@ -228,27 +231,26 @@ class AgentProcess:
         The shim survives to wait for its agent and record how it ended, so the run is
         reported over only once the agent is really gone (a SIGKILL is delivered, not
         done, when kill() returns). The agent (the shim's child) is found afresh; the rest
-        of the group is killed when the shim is reaped; escapees come from a /proc
-        snapshot shared with other stops (see SCAN_REUSE).
+        of the group is killed when the shim is reaped. Escapees come from a /proc
+        snapshot shared with other stops (see SCAN_REUSE); once the run is over, they are
+        looked for only if the stop signal found some.
         """
+        if self._reaped and not self._escaped:  # the usual end of a grace period
+            return
         # The /proc pass comes before the lock: it can take tens of ms, and the reaper
         # takes this lock to reap, so holding it would hold up every session's exit.
-        # The snapshot can be SCAN_REUSE old anyway; the lock guards the shim's pid.
-        others = run_processes(self.session_id, self.pid)
-        with self._lock:
-            if self._reaped:
-                return
-            children = self._children()
-            if not children:
-                # The shim has not launched the agent yet (or it has ended): kill the
-                # shim too. A fork racing a pending SIGKILL fails, so nothing escapes.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                self._killed = True
-            for pid in children + others:
-                if pid != self.pid:
+        group, escapees = run_processes(self.session_id, self.pid, time.monotonic() - SCAN_REUSE)
+        with self._lock:  # the group only while its leader's pid is still ours
+            if not self._reaped:
+                children = self._children()
+                if not children:
+                    # The shim has not launched the agent yet (or it has ended): kill
+                    # the shim too. A fork racing a pending SIGKILL fails: none escapes.
                     with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+                        os.killpg(self.pid, signal.SIGKILL)
+                    self._killed = True
+                _kill([pid for pid in children + group if pid != self.pid], signal.SIGKILL)
+        _kill(escapees, signal.SIGKILL)
 
     def _children(self) -> list[int]:
         try:
@@ -257,14 +259,12 @@ class AgentProcess:
             return []
         return [int(pid) for pid in text.split()]
 
-    def _signal_escapees(self, signum: int) -> None:
-        escapees = run_processes(self.session_id, self.pid, group=False)  # see kill_tree
-        with self._lock:
-            if self._reaped:
-                return
-            for pid in escapees:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signum)
+    def _signal_escapees(self, signum: int, signalled: float) -> None:
+        """Signal the run's escapees: seen by a pass over /proc begun after the group's
+        signal went out at ``signalled``, so that none born before it is missed."""
+        _group, escapees = run_processes(self.session_id, self.pid, signalled)
+        self._escaped = bool(escapees)
+        _kill(escapees, signum)
 
     def reap(self) -> int | None:
         """The exit code of an agent known to have exited (None if nobody knows it).
@@ -290,9 +290,7 @@ class AgentProcess:
             return self.exit_code
 
 
-def session_processes(
-    session_ids: set[str] | None = None, fresh: bool = True
-) -> dict[str, list[int]]:
+def session_processes(session_ids: set[str] | None = None) -> dict[str, list[int]]:
     """Live (not zombie) processes by the HIVE_SESSION_ID in their environment.
 
     Every process an agent starts inherits the marker unless it clears its environment,
@@ -300,42 +298,50 @@ def session_processes(
     another session). One pass over /proc serves any number of sessions.
     """
     found: dict[str, list[int]] = {}
-    for pid, _pgrp, session_id in _read_proc() if fresh else _scan_proc():
+    for pid, _pgrp, session_id in _read_proc():
         if session_id is not None and (session_ids is None or session_id in session_ids):
             found.setdefault(session_id, []).append(pid)
     return found
 
 
-def run_processes(session_id: str, pgid: int, group: bool = True) -> list[int]:
-    """Live processes of one run: its escapees (the session's marker, another process
-    group) and, with ``group``, every member of its process group, marker or not."""
-    found = []
-    for pid, pgrp, marker in _scan_proc():
-        in_group = pgrp == pgid
-        escaped = marker == session_id and not in_group
-        if escaped or (group and in_group):
-            found.append(pid)
-    return found
+def run_processes(session_id: str, pgid: int, since: float) -> tuple[list[int], list[int]]:
+    """Live processes of one run, as a pass over /proc begun after ``since`` (monotonic
+    time) saw them: the members of its process group (marker or not), and its escapees
+    (the session's marker, in another process group)."""
+    group, escapees = [], []
+    for pid, pgrp, marker in _scan_proc(since):
+        if pgrp == pgid:
+            group.append(pid)
+        elif marker == session_id:
+            escapees.append(pid)
+    return group, escapees
+
+
+def _kill(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
 
 SCAN_REUSE = 0.05
-"""Seconds a /proc snapshot serves further stops: a mass stop (hundreds of sessions at
-once) shares a few passes instead of one per session. A descendant born outside its
-group within that window before the final sweep could be missed."""
+"""How old a /proc snapshot may be for the SIGKILL at the end of a grace period, so that
+the ends of a mass stop's grace periods share a few passes. (The stop signal's own pass
+shares differently: one begun after a signal serves it, however many came before.)"""
 
 _scan_lock = threading.Lock()
 _last_scan: tuple[float, list[tuple[int, int, str | None]]] = (-1.0, [])
 
 
-def _scan_proc() -> list[tuple[int, int, str | None]]:
-    """A snapshot of every live process: no older than SCAN_REUSE seconds."""
+def _scan_proc(since: float) -> list[tuple[int, int, str | None]]:
+    """A snapshot of every live process, from a pass begun after ``since``: the last one
+    if it qualifies, else a new one. A mass stop thus shares a few passes, not one each."""
     global _last_scan  # noqa: PLW0603 - one cache for the whole process, like /proc itself
     with _scan_lock:
-        taken, snapshot = _last_scan
-        now = time.monotonic()
-        if now - taken > SCAN_REUSE:
+        began, snapshot = _last_scan
+        if began <= since:
+            began = time.monotonic()
             snapshot = _read_proc()
-            _last_scan = (time.monotonic(), snapshot)
+            _last_scan = (began, snapshot)
         return snapshot
 
 

@@ -1,0 +1,146 @@
+"""Stopping an agent's run: every process of it is reached, and no stop holds up a reap."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hive_actors import _process
+from hive_actors._process import AgentProcess
+from hive_actors._timers import Timers
+from hive_actors.testing import FakeClock, ReadySignal
+
+from .conftest import eventually, process_alive
+
+SLEEP = shutil.which("sleep") or "/bin/sleep"
+
+ESCAPING_AGENT = """
+import json, signal, subprocess, sys, time
+if sys.argv[2] == "stubborn":  # an ignored signal stays ignored across exec
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+escapee = subprocess.Popen([sys.argv[3], "3600"], start_new_session=True)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the agent itself ends on SIGTERM
+with open(sys.argv[1], "w") as ready:
+    ready.write(json.dumps({"grandchild": escapee.pid}) + "\\n")
+time.sleep(3600)
+"""
+"""An agent that starts a grandchild in a session of its own (out of the agent's group),
+which ``stubborn`` makes ignore SIGTERM, and reports the grandchild's pid."""
+
+
+@pytest.fixture
+def timers(clock: FakeClock) -> Iterator[Timers]:
+    made = Timers(clock)
+    yield made
+    made.close()
+
+
+def _spawn(tmp_path: Path, name: str, argv: list[str]) -> AgentProcess:
+    env = {**os.environ, "HIVE_SESSION_ID": name}  # how escapees are recognised
+    return AgentProcess.spawn(name, 1, argv, tmp_path, env, tmp_path / "log", tmp_path / name)
+
+
+@contextlib.contextmanager
+def _escaping_agent(tmp_path: Path, stubborn: bool) -> Iterator[tuple[AgentProcess, int]]:
+    """The agent's run and its escaped grandchild; both gone afterwards."""
+    ready = ReadySignal(tmp_path)
+    kind = "stubborn" if stubborn else "polite"
+    argv = [sys.executable, "-c", ESCAPING_AGENT, str(ready.path), kind, SLEEP]
+    process = _spawn(tmp_path, f"escaping-{kind}", argv)
+    escapee = None
+    try:
+        escapee = ready.wait()["grandchild"]
+        assert os.getsid(escapee) == escapee  # out of the agent's group and session
+        yield process, escapee
+    finally:
+        if escapee is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(escapee, signal.SIGKILL)
+        process.signal_group(signal.SIGKILL)
+        process.reap()
+        ready.close()
+
+
+def _reap_when_over(process: AgentProcess) -> int | None:
+    """Reap the run once its shim has exited, as the reaper does (reap kills what is left)."""
+    os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)  # the zombie stays: no reuse
+    return process.reap()
+
+
+def test_an_escapee_is_asked_to_stop_even_when_the_agent_ended_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, timers: Timers
+) -> None:
+    """The agent ends at once on SIGTERM and is reaped before the escapees are looked
+    for (a pass over /proc, on the timer thread): they must get SIGTERM all the same."""
+    reaped = threading.Event()
+    real_scan = _process._scan_proc
+
+    def scan_after_the_reap(since: float) -> list[tuple[int, int, str | None]]:
+        assert reaped.wait(30), "the agent was never reaped"
+        return real_scan(since)
+
+    monkeypatch.setattr(_process, "_scan_proc", scan_after_the_reap)
+    with _escaping_agent(tmp_path, stubborn=False) as (process, escapee):
+        try:
+            process.stop(3600, timers)  # the fake clock never reaches the SIGKILL
+            assert _reap_when_over(process) == 128 + signal.SIGTERM
+        finally:
+            reaped.set()
+        eventually(lambda: not process_alive(escapee))
+
+
+def test_an_escapee_ignoring_sigterm_is_killed_when_the_grace_period_ends(
+    tmp_path: Path, clock: FakeClock, timers: Timers
+) -> None:
+    """The agent ends at SIGTERM and its run is over; what escaped its group and ignores
+    SIGTERM is still killed when the grace period ends, not left running."""
+    with _escaping_agent(tmp_path, stubborn=True) as (process, escapee):
+        process.stop(5, timers)
+        assert _reap_when_over(process) == 128 + signal.SIGTERM
+        # Both timers are due now; the SIGTERM pass (due first) runs first.
+        clock.advance(5)
+        eventually(lambda: not process_alive(escapee))
+
+
+@pytest.mark.parametrize("stop", ["stop", "kill_tree"])
+def test_a_slow_pass_over_proc_never_holds_up_a_reap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, timers: Timers, stop: str
+) -> None:
+    """Finding a stopped run's escapees reads all of /proc (tens of ms with thousands of
+    processes); the reaper, which reaps every session's exits, must not wait for it."""
+    scanning, finish_scan = threading.Event(), threading.Event()
+
+    def slow_scan(_since: float) -> list[tuple[int, int, str | None]]:
+        scanning.set()
+        finish_scan.wait(30)
+        return []
+
+    monkeypatch.setattr(_process, "_scan_proc", slow_scan)
+    process = _spawn(tmp_path, "slow-scan", [SLEEP, "60"])
+    stops: dict[str, Callable[[], None]] = {
+        "stop": lambda: process.stop(60, timers),  # SIGTERM; escapees on the timer thread
+        "kill_tree": process.kill_tree,  # the grace period is over
+    }
+    stopper = threading.Thread(target=stops[stop])
+    reaper = threading.Thread(target=process.reap)
+    try:
+        stopper.start()
+        assert scanning.wait(10), "the pass over /proc never began"
+        reaper.start()  # the agent is stopped (or reap kills it): reaping must go on
+        reaper.join(10)
+        assert not reaper.is_alive(), "the reap waited for the pass over /proc"
+        assert process.exit_code in (128 + signal.SIGTERM, 128 + signal.SIGKILL)
+    finally:
+        finish_scan.set()
+        stopper.join(10)
+        process.signal_group(signal.SIGKILL)
+        process.reap()
+        reaper.join(10)

@@ -4,7 +4,8 @@ The agent runs in a new session, so it leads its own process group and one ``kil
 reaches everything it started (a descendant that calls setsid itself escapes the group).
 Signals and the final reap share a lock, so a signal never lands on a recycled pid: the
 group is signalled only while its leader is alive or an unreaped zombie, which keeps the
-pgid reserved.
+pgid reserved. Escapees are not our children and nothing reserves their pids: they are
+signalled by pid from a /proc snapshot a few ms old, as any tool that kills by pid does.
 """
 
 from __future__ import annotations

@@ -78,16 +78,20 @@ def read_small(path: str | Path) -> bytes:
         os.close(fd)
 
 
-def process_start_time(pid: int) -> int | None:
-    """When a live process started (clock ticks since boot): with the pid, its identity.
-
-    None for a process that is gone, or a zombie (it has ended; only its pid remains).
-    """
+def _live_stat(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command name (the first is the state);
+    None for a process that is gone, or a zombie (it has ended; only its pid remains)."""
     try:
         fields = read_small(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()
     except OSError:
         return None
-    return None if fields[0] in (b"Z", b"X") else int(fields[19])
+    return None if fields[0] in (b"Z", b"X") else fields
+
+
+def process_start_time(pid: int) -> int | None:
+    """When a live process started (clock ticks since boot): with the pid, its identity."""
+    fields = _live_stat(pid)
+    return None if fields is None else int(fields[19])
 
 
 def read_status(path: Path) -> int | None:
@@ -352,13 +356,11 @@ def _read_proc() -> list[tuple[int, int, str | None]]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
+        fields = _live_stat(entry.name)
+        if fields is None:
+            continue
         try:
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-            if fields[0] in (b"Z", b"X"):
-                continue
-            with open(f"/proc/{entry.name}/environ", "rb") as handle:
-                environ = handle.read()
+            environ = read_small(f"/proc/{entry.name}/environ")
         except OSError:
             continue
         marker = environ.find(b"HIVE_SESSION_ID=")

@@ -21,7 +21,7 @@ import structlog
 
 from hive_actors import Event, Hive
 from hive_actors._lockfile import DaemonLock
-from hive_actors._process import process_start_time
+from hive_actors._process import AgentProcess, process_start_time
 from hive_actors.testing import FakeClock, ReadySignal, fake_agent_command, session_processes
 
 # hive_actors never configures logging; tests route structlog into stdlib logging so
@@ -147,6 +147,13 @@ def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition still false after {timeout} s")
         time.sleep(0.005)
+
+
+def spawn_agent(directory: Path, name: str, argv: list[str]) -> AgentProcess:
+    """One agent run outside any hive, as session ``name``: its marker in the environment,
+    log and exit status file in ``directory``."""
+    env = {**os.environ, "HIVE_SESSION_ID": name}  # how escapees are recognised
+    return AgentProcess.spawn(name, 1, argv, directory, env, directory / "log", directory / name)
 
 
 def process_alive(pid: int) -> bool:

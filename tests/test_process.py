@@ -18,7 +18,7 @@ from hive_actors._process import AgentProcess
 from hive_actors._timers import Timers
 from hive_actors.testing import FakeClock, ReadySignal
 
-from .conftest import eventually, process_alive
+from .conftest import eventually, process_alive, spawn_agent
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 
@@ -43,18 +43,13 @@ def timers(clock: FakeClock) -> Iterator[Timers]:
     made.close()
 
 
-def _spawn(tmp_path: Path, name: str, argv: list[str]) -> AgentProcess:
-    env = {**os.environ, "HIVE_SESSION_ID": name}  # how escapees are recognised
-    return AgentProcess.spawn(name, 1, argv, tmp_path, env, tmp_path / "log", tmp_path / name)
-
-
 @contextlib.contextmanager
 def _escaping_agent(tmp_path: Path, stubborn: bool) -> Iterator[tuple[AgentProcess, int]]:
     """The agent's run and its escaped grandchild; both gone afterwards."""
     ready = ReadySignal(tmp_path)
     kind = "stubborn" if stubborn else "polite"
     argv = [sys.executable, "-c", ESCAPING_AGENT, str(ready.path), kind, SLEEP]
-    process = _spawn(tmp_path, f"escaping-{kind}", argv)
+    process = spawn_agent(tmp_path, f"escaping-{kind}", argv)
     escapee = None
     try:
         escapee = ready.wait()["grandchild"]
@@ -124,7 +119,7 @@ def test_a_slow_pass_over_proc_never_holds_up_a_reap(
         return []
 
     monkeypatch.setattr(_process, "_scan_proc", slow_scan)
-    process = _spawn(tmp_path, "slow-scan", [SLEEP, "60"])
+    process = spawn_agent(tmp_path, "slow-scan", [SLEEP, "60"])
     stops: dict[str, Callable[[], None]] = {
         "stop": lambda: process.stop(60, timers),  # SIGTERM; escapees on the timer thread
         "kill_tree": process.kill_tree,  # the grace period is over

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import threading
@@ -11,10 +10,7 @@ from pathlib import Path
 from hive_actors._process import AgentProcess
 from hive_actors._reaper import Reaper
 
-
-def _spawn(tmp_path: Path, name: str, argv: list[str]) -> AgentProcess:
-    env = dict(os.environ)
-    return AgentProcess.spawn(name, 1, argv, tmp_path, env, tmp_path / "log", tmp_path / name)
+from .conftest import spawn_agent
 
 
 def test_exits_are_matched_to_their_own_process_while_fds_are_reused(tmp_path: Path) -> None:
@@ -35,9 +31,9 @@ def test_exits_are_matched_to_their_own_process_while_fds_are_reused(tmp_path: P
 
     def churn(worker: int) -> None:
         for index in range(short_count // 3):
-            reaper.watch(_spawn(tmp_path, f"short-{worker}-{index}", [true]), on_exit)
+            reaper.watch(spawn_agent(tmp_path, f"short-{worker}-{index}", [true]), on_exit)
             if index % 10 == 0:  # long-lived agents grab fd numbers freed by short ones
-                sleeper = _spawn(tmp_path, f"long-{worker}-{index}", [sleep, "60"])
+                sleeper = spawn_agent(tmp_path, f"long-{worker}-{index}", [sleep, "60"])
                 sleepers.append(sleeper)
                 reaper.watch(sleeper, on_exit)
 

@@ -254,14 +254,14 @@ class Registry:
             for chunk in _chunks(rows, size):
                 self._db.execute(statement(len(chunk)), _flat(chunk))
         seqs: list[int] = []
-        events = [row for write in batch for row in write.rows]
+        events = [row for write in batch for row in write.event_rows]
         for some in _chunks(events, _ROWS_PER_STATEMENT):
             last = self._db.execute(_insert_events(len(some)), _flat(some)).lastrowid
             assert last is not None  # the rows got consecutive seqs, in VALUES order
             seqs.extend(range(last - len(some) + 1, last + 1))
         stamps = iter(seqs)
         for write in batch:
-            write.stamped = write.stamp([next(stamps) for _ in write.rows])
+            write.stamped = write.stamp([next(stamps) for _ in write.event_rows])
             write.error = None
 
     def _apply_alone(self, batch: list[_Write]) -> None:
@@ -273,7 +273,7 @@ class Registry:
                 if write.kind is not None:
                     self._db.execute(_STATEMENTS[write.kind](1), write.row)
                 seqs = []
-                for row in write.rows:
+                for row in write.event_rows:
                     seq = self._db.execute(_insert_events(1), row).lastrowid
                     assert seq is not None
                     seqs.append(seq)
@@ -352,7 +352,17 @@ def _distinct_sessions(batch: list[_Write]) -> bool:
 class _Write:
     """One change waiting for (or done by) a group commit, serialized before it queues."""
 
-    __slots__ = ("committed", "done", "error", "events", "kind", "row", "rows", "stamped", "wake")
+    __slots__ = (
+        "committed",
+        "done",
+        "error",
+        "event_rows",
+        "events",
+        "kind",
+        "row",
+        "stamped",
+        "wake",
+    )
 
     def __init__(
         self,
@@ -364,7 +374,7 @@ class _Write:
         self.kind = kind
         self.row = row
         self.events = events
-        self.rows: list[tuple[str, ...]] = [_event_row(event) for event in events]
+        self.event_rows: list[tuple[str, ...]] = [_event_row(event) for event in events]
         self.committed = committed
         self.done = False
         self.wake = threading.Lock()

@@ -146,9 +146,12 @@ class AgentProcess:
     """None for an agent re-adopted from an earlier hive: not our child, not ours to reap."""
     exit_code: int | None = None
     _reaped: bool = False
+    _reaped_at: float = 0.0
+    """When the run was reaped (monotonic time): its escapees were all born before."""
     _killed: bool = False
-    _escaped: bool = False
-    """The stop signal found processes of the run outside its group."""
+    _sweep_when_reaped: bool = False
+    """A SIGKILL went out while the run lasted: look for escapees once more when it is over."""
+    _timers: Timers | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
@@ -223,6 +226,7 @@ class AgentProcess:
         thread even if the runner that asked for it has died meanwhile. Escapees are
         signalled even if the agent has ended meanwhile: they are not ended with it.
         """
+        self._timers = timers
         if grace <= 0:
             self.kill_tree()
         elif self.signal_group(signal.SIGTERM):
@@ -236,17 +240,20 @@ class AgentProcess:
         The shim survives to wait for its agent and record how it ended, so the run is
         reported over only once the agent is really gone (a SIGKILL is delivered, not
         done, when kill() returns). The agent (the shim's child) is found afresh; the rest
-        of the group is killed when the shim is reaped. Escapees come from a /proc
-        snapshot shared with other stops (see SCAN_REUSE); once the run is over, they are
-        looked for only if the stop signal found some.
+        of the group is killed when the shim is reaped. While the run lasts, escapees come
+        from a /proc snapshot shared with other stops (see SCAN_REUSE); once it is over,
+        from a pass begun after its reap (see ``_kill_escapees``), which also finds any
+        born after the stop signal's pass or after that snapshot.
         """
-        if self._reaped and not self._escaped:  # the usual end of a grace period
+        if self._reaped:  # the usual end of a grace period: the agent ended at SIGTERM
+            self._kill_escapees()
             return
         # The /proc pass comes before the lock: it can take tens of ms, and the reaper
         # takes this lock to reap, so holding it would hold up every session's exit.
         group, escapees = run_processes(self.session_id, self.pid, time.monotonic() - SCAN_REUSE)
         with self._lock:  # the group only while its leader's pid is still ours
-            if not self._reaped:
+            lasts = not self._reaped
+            if lasts:
                 children = self._children()
                 if not children:
                     # The shim has not launched the agent yet (or it has ended): kill
@@ -255,6 +262,21 @@ class AgentProcess:
                         os.killpg(self.pid, signal.SIGKILL)
                     self._killed = True
                 _kill([pid for pid in children + group if pid != self.pid], signal.SIGKILL)
+                self._sweep_when_reaped = True
+        _kill(escapees, signal.SIGKILL)
+        if not lasts:  # it ended since the snapshot, which may miss what it left
+            self._kill_escapees()
+
+    def _kill_escapees(self) -> None:
+        """SIGKILL what a run that is over left behind: every process carrying the
+        session's marker, seen by a pass over /proc begun after the reap.
+
+        The reap killed the group, so every escapee was born before it and such a pass
+        sees each one still alive, however late in the stop it was born. A session never
+        runs again once stopped, so the marker is this run's alone. The group id is not:
+        without the zombie shim holding it, it may belong to anyone by now.
+        """
+        _group, escapees = run_processes(self.session_id, None, self._reaped_at)
         _kill(escapees, signal.SIGKILL)
 
     def _children(self) -> list[int]:
@@ -268,7 +290,6 @@ class AgentProcess:
         """Signal the run's escapees: seen by a pass over /proc begun after the group's
         signal went out at ``signalled``, so that none born before it is missed."""
         _group, escapees = run_processes(self.session_id, self.pid, signalled)
-        self._escaped = bool(escapees)
         _kill(escapees, signum)
 
     def reap(self) -> int | None:
@@ -291,7 +312,11 @@ class AgentProcess:
                     fallback = 128 - returncode if returncode < 0 else returncode
                 recorded = read_status(self.status_file)
                 self.exit_code = fallback if recorded is None else recorded
+                self._reaped_at = time.monotonic()
                 self._reaped = True
+                if self._sweep_when_reaped and self._timers is not None:
+                    # Not here: the reaper reaps every session and a pass takes tens of ms.
+                    self._timers.call_later(0, self._kill_escapees)
             return self.exit_code
 
 
@@ -309,10 +334,11 @@ def session_processes(session_ids: set[str] | None = None) -> dict[str, list[int
     return found
 
 
-def run_processes(session_id: str, pgid: int, since: float) -> tuple[list[int], list[int]]:
+def run_processes(session_id: str, pgid: int | None, since: float) -> tuple[list[int], list[int]]:
     """Live processes of one run, as a pass over /proc begun after ``since`` (monotonic
     time) saw them: the members of its process group (marker or not), and its escapees
-    (the session's marker, in another process group)."""
+    (the session's marker, in another process group). With ``pgid`` None (a run whose
+    group id is no longer its own), every process with the marker is an escapee."""
     group, escapees = [], []
     for pid, pgrp, marker in _scan_proc(since):
         if pgrp == pgid:

@@ -36,6 +36,38 @@ time.sleep(3600)
 which ``stubborn`` makes ignore SIGTERM, and reports the grandchild's pid."""
 
 
+LATE_ESCAPING_AGENT = """
+import json, os, signal, subprocess, sys, time
+ready, sleep, when = sys.argv[1:4]
+
+def report(**fields):
+    with open(ready, "w") as fifo:
+        fifo.write(json.dumps(fields) + "\\n")
+
+def escape(signum, frame):
+    if when == "at-sigterm":
+        with open(sys.argv[4], "rb") as go:  # until the test lets it go on
+            go.read(1)
+    escapee = subprocess.Popen([sleep, "3600"], start_new_session=True)
+    report(grandchild=escapee.pid)
+    if when == "at-sigterm":
+        sys.exit(0)
+
+if when == "at-sigterm":
+    signal.signal(signal.SIGTERM, escape)
+else:  # "at-sigusr1": it ignores SIGTERM
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, escape)
+report(pid=os.getpid())
+while True:
+    time.sleep(3600)
+"""
+"""An agent that starts a grandchild in a session of its own only when told: ``at-sigterm``
+when SIGTERM comes and a byte arrives on the FIFO ``argv[4]``, then it exits;
+``at-sigusr1`` when SIGUSR1 comes (it ignores SIGTERM). It reports its own pid, then the
+grandchild's."""
+
+
 @pytest.fixture
 def timers(clock: FakeClock) -> Iterator[Timers]:
     made = Timers(clock)
@@ -103,6 +135,91 @@ def test_an_escapee_ignoring_sigterm_is_killed_when_the_grace_period_ends(
         # Both timers are due now; the SIGTERM pass (due first) runs first.
         clock.advance(5)
         eventually(lambda: not process_alive(escapee))
+
+
+@contextlib.contextmanager
+def _late_escaping_agent(
+    tmp_path: Path, when: str, *extra: str
+) -> Iterator[tuple[AgentProcess, ReadySignal, list[int]]]:
+    """The agent's run (its own pid reported), its ready signal, and a list to put the
+    grandchild's pid in; every process of it gone afterwards."""
+    ready = ReadySignal(tmp_path)
+    argv = [sys.executable, "-c", LATE_ESCAPING_AGENT, str(ready.path), SLEEP, when, *extra]
+    process = spawn_agent(tmp_path, f"late-{when}", argv)
+    escapees: list[int] = []
+    try:
+        ready.wait()
+        yield process, ready, escapees
+    finally:
+        for escapee in escapees:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(escapee, signal.SIGKILL)
+        process.signal_group(signal.SIGKILL)
+        process.reap()
+        ready.close()
+
+
+def test_an_escapee_born_after_the_stop_signal_pass_is_killed_when_the_grace_period_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock, timers: Timers
+) -> None:
+    """The agent starts an escapee only once the stop signal's pass over /proc is done,
+    then exits: that pass found nothing, and the run is over before the grace period
+    ends. The escapee must not outlive the grace period."""
+    passes = threading.Semaphore(0)
+    real_scan = _process._scan_proc
+
+    def counted_scan(since: float) -> list[tuple[int, int, str | None]]:
+        snapshot = real_scan(since)
+        passes.release()
+        return snapshot
+
+    monkeypatch.setattr(_process, "_scan_proc", counted_scan)
+    go = tmp_path / "go"
+    os.mkfifo(go)
+    go_fd = os.open(go, os.O_RDWR)  # never blocks; the agent's read waits for the byte
+    try:
+        with _late_escaping_agent(tmp_path, "at-sigterm", str(go)) as (process, ready, escapees):
+            process.stop(5, timers)
+            assert passes.acquire(timeout=10), "the stop signal's pass never ran"
+            os.write(go_fd, b"x")
+            escapees.append(ready.wait()["grandchild"])
+            assert os.getsid(escapees[0]) == escapees[0]
+            assert _reap_when_over(process) == 0
+            assert process_alive(escapees[0])  # nothing looked for it yet
+            clock.advance(5)
+            eventually(lambda: not process_alive(escapees[0]))
+    finally:
+        os.close(go_fd)
+
+
+def test_an_escapee_born_just_before_the_sigkill_is_killed_once_the_run_is_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock, timers: Timers
+) -> None:
+    """The agent ignores SIGTERM and starts an escapee between the /proc snapshot the
+    SIGKILL at the end of the grace period uses and that SIGKILL: the snapshot misses it,
+    so it is looked for again once the run is over."""
+    calls = 0
+    real_scan = _process._scan_proc
+
+    with _late_escaping_agent(tmp_path, "at-sigusr1") as (process, ready, escapees):
+
+        def scan_then_escape(since: float) -> list[tuple[int, int, str | None]]:
+            nonlocal calls
+            calls += 1
+            snapshot = real_scan(since)
+            if calls == 2:  # the SIGKILL's: the escapee is born after it, before the kill
+                (agent,) = process._children()
+                os.kill(agent, signal.SIGUSR1)
+                escapees.append(ready.wait()["grandchild"])
+            return snapshot
+
+        monkeypatch.setattr(_process, "_scan_proc", scan_then_escape)
+        process.stop(5, timers)
+        eventually(lambda: calls == 1)  # the stop signal's pass: nothing has escaped yet
+        clock.advance(5)
+        assert _reap_when_over(process) == 128 + signal.SIGKILL
+        assert escapees, "the agent never started its escapee"
+        eventually(lambda: not process_alive(escapees[0]))
 
 
 @pytest.mark.parametrize("stop", ["stop", "kill_tree"])

@@ -283,13 +283,8 @@ def test_tcp_needs_the_bearer_token(daemon: Daemon) -> None:
         assert http.get("/sessions").json()["sessions"] == []  # nothing was created
     good = {"Authorization": f"Bearer {token}"}
     assert httpx.post(f"{url}/sessions", json={"task": "ok"}, headers=good).status_code == 201
-    listed = subprocess.run(
-        [HIVECTL, "--url", url, "--token", token, "list"],
-        capture_output=True,
-        text=True,
-        env=daemon.env,
-        check=True,
-    )
+    listed = daemon.cli("--url", url, "--token", token, "list")
+    assert listed.returncode == 0, listed.stderr
     assert len(json.loads(listed.stdout)["sessions"]) == 1
 
 

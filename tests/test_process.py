@@ -23,20 +23,6 @@ from .conftest import eventually, process_alive, spawn_agent
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 
 ESCAPING_AGENT = """
-import json, signal, subprocess, sys, time
-if sys.argv[2] == "stubborn":  # an ignored signal stays ignored across exec
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-escapee = subprocess.Popen([sys.argv[3], "3600"], start_new_session=True)
-signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the agent itself ends on SIGTERM
-with open(sys.argv[1], "w") as ready:
-    ready.write(json.dumps({"grandchild": escapee.pid}) + "\\n")
-time.sleep(3600)
-"""
-"""An agent that starts a grandchild in a session of its own (out of the agent's group),
-which ``stubborn`` makes ignore SIGTERM, and reports the grandchild's pid."""
-
-
-LATE_ESCAPING_AGENT = """
 import json, os, signal, subprocess, sys, time
 ready, sleep, when = sys.argv[1:4]
 
@@ -44,28 +30,37 @@ def report(**fields):
     with open(ready, "w") as fifo:
         fifo.write(json.dumps(fields) + "\\n")
 
-def escape(signum, frame):
+def start_escapee():
+    return subprocess.Popen([sleep, "3600"], start_new_session=True).pid
+
+def escape(*_):
     if when == "at-sigterm":
         with open(sys.argv[4], "rb") as go:  # until the test lets it go on
             go.read(1)
-    escapee = subprocess.Popen([sleep, "3600"], start_new_session=True)
-    report(grandchild=escapee.pid)
+    report(pid=os.getpid(), grandchild=start_escapee())
     if when == "at-sigterm":
         sys.exit(0)
 
-if when == "at-sigterm":
+if when.startswith("at-start"):
+    if when == "at-start-stubborn":  # an ignored signal stays ignored across exec
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    grandchild = start_escapee()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the agent itself ends on SIGTERM
+    report(pid=os.getpid(), grandchild=grandchild)
+elif when == "at-sigterm":
     signal.signal(signal.SIGTERM, escape)
-else:  # "at-sigusr1": it ignores SIGTERM
+    report(pid=os.getpid())
+else:  # "at-sigusr1"; it ignores SIGTERM
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, escape)
-report(pid=os.getpid())
+    report(pid=os.getpid())
 while True:
     time.sleep(3600)
 """
-"""An agent that starts a grandchild in a session of its own only when told: ``at-sigterm``
-when SIGTERM comes and a byte arrives on the FIFO ``argv[4]``, then it exits;
-``at-sigusr1`` when SIGUSR1 comes (it ignores SIGTERM). It reports its own pid, then the
-grandchild's."""
+"""An agent that starts a grandchild in a session of its own (out of the agent's group)
+``when`` told: ``at-start`` (``at-start-stubborn``: a grandchild that ignores SIGTERM);
+``at-sigterm``, once a byte arrives on the FIFO ``argv[4]``, then it exits; ``at-sigusr1``
+(it ignores SIGTERM). It reports its pid when set up, and the grandchild's once started."""
 
 
 @pytest.fixture
@@ -76,24 +71,32 @@ def timers(clock: FakeClock) -> Iterator[Timers]:
 
 
 @contextlib.contextmanager
-def _escaping_agent(tmp_path: Path, stubborn: bool) -> Iterator[tuple[AgentProcess, int]]:
-    """The agent's run and its escaped grandchild; both gone afterwards."""
+def _escaping_agent(
+    tmp_path: Path, when: str, *extra: str
+) -> Iterator[tuple[AgentProcess, ReadySignal, list[int]]]:
+    """The agent's run, the signal it reports on, and its escaped grandchildren's pids
+    (started already for ``at-start``, else to be added); every process gone afterwards."""
     ready = ReadySignal(tmp_path)
-    kind = "stubborn" if stubborn else "polite"
-    argv = [sys.executable, "-c", ESCAPING_AGENT, str(ready.path), kind, SLEEP]
-    process = spawn_agent(tmp_path, f"escaping-{kind}", argv)
-    escapee = None
+    argv = [sys.executable, "-c", ESCAPING_AGENT, str(ready.path), SLEEP, when, *extra]
+    process = spawn_agent(tmp_path, f"escaping-{when}", argv)
+    escapees: list[int] = []
     try:
-        escapee = ready.wait()["grandchild"]
-        assert os.getsid(escapee) == escapee  # out of the agent's group and session
-        yield process, escapee
+        reported = ready.wait()
+        if "grandchild" in reported:
+            escapees.append(_out_of_session(reported["grandchild"]))
+        yield process, ready, escapees
     finally:
-        if escapee is not None:
+        for escapee in escapees:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(escapee, signal.SIGKILL)
         process.signal_group(signal.SIGKILL)
         process.reap()
         ready.close()
+
+
+def _out_of_session(escapee: int) -> int:
+    assert os.getsid(escapee) == escapee  # out of the agent's group and session
+    return escapee
 
 
 def _reap_when_over(process: AgentProcess) -> int | None:
@@ -115,7 +118,7 @@ def test_an_escapee_is_asked_to_stop_even_when_the_agent_ended_first(
         return real_scan(since)
 
     monkeypatch.setattr(_process, "_scan_proc", scan_after_the_reap)
-    with _escaping_agent(tmp_path, stubborn=False) as (process, escapee):
+    with _escaping_agent(tmp_path, "at-start") as (process, _ready, (escapee,)):
         try:
             process.stop(3600, timers)  # the fake clock never reaches the SIGKILL
             assert _reap_when_over(process) == 128 + signal.SIGTERM
@@ -129,34 +132,12 @@ def test_an_escapee_ignoring_sigterm_is_killed_when_the_grace_period_ends(
 ) -> None:
     """The agent ends at SIGTERM and its run is over; what escaped its group and ignores
     SIGTERM is still killed when the grace period ends, not left running."""
-    with _escaping_agent(tmp_path, stubborn=True) as (process, escapee):
+    with _escaping_agent(tmp_path, "at-start-stubborn") as (process, _ready, (escapee,)):
         process.stop(5, timers)
         assert _reap_when_over(process) == 128 + signal.SIGTERM
         # Both timers are due now; the SIGTERM pass (due first) runs first.
         clock.advance(5)
         eventually(lambda: not process_alive(escapee))
-
-
-@contextlib.contextmanager
-def _late_escaping_agent(
-    tmp_path: Path, when: str, *extra: str
-) -> Iterator[tuple[AgentProcess, ReadySignal, list[int]]]:
-    """The agent's run (its own pid reported), its ready signal, and a list to put the
-    grandchild's pid in; every process of it gone afterwards."""
-    ready = ReadySignal(tmp_path)
-    argv = [sys.executable, "-c", LATE_ESCAPING_AGENT, str(ready.path), SLEEP, when, *extra]
-    process = spawn_agent(tmp_path, f"late-{when}", argv)
-    escapees: list[int] = []
-    try:
-        ready.wait()
-        yield process, ready, escapees
-    finally:
-        for escapee in escapees:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(escapee, signal.SIGKILL)
-        process.signal_group(signal.SIGKILL)
-        process.reap()
-        ready.close()
 
 
 def test_an_escapee_born_after_the_stop_signal_pass_is_killed_when_the_grace_period_ends(
@@ -178,12 +159,11 @@ def test_an_escapee_born_after_the_stop_signal_pass_is_killed_when_the_grace_per
     os.mkfifo(go)
     go_fd = os.open(go, os.O_RDWR)  # never blocks; the agent's read waits for the byte
     try:
-        with _late_escaping_agent(tmp_path, "at-sigterm", str(go)) as (process, ready, escapees):
+        with _escaping_agent(tmp_path, "at-sigterm", str(go)) as (process, ready, escapees):
             process.stop(5, timers)
             assert passes.acquire(timeout=10), "the stop signal's pass never ran"
             os.write(go_fd, b"x")
-            escapees.append(ready.wait()["grandchild"])
-            assert os.getsid(escapees[0]) == escapees[0]
+            escapees.append(_out_of_session(ready.wait()["grandchild"]))
             assert _reap_when_over(process) == 0
             assert process_alive(escapees[0])  # nothing looked for it yet
             clock.advance(5)
@@ -201,7 +181,7 @@ def test_an_escapee_born_just_before_the_sigkill_is_killed_once_the_run_is_over(
     calls = 0
     real_scan = _process._scan_proc
 
-    with _late_escaping_agent(tmp_path, "at-sigusr1") as (process, ready, escapees):
+    with _escaping_agent(tmp_path, "at-sigusr1") as (process, ready, escapees):
 
         def scan_then_escape(since: float) -> list[tuple[int, int, str | None]]:
             nonlocal calls

@@ -232,7 +232,7 @@ class AgentProcess:
         elif self.signal_group(signal.SIGTERM):
             signalled = time.monotonic()
             timers.call_later(0, lambda: self._signal_escapees(signal.SIGTERM, signalled))
-            timers.call_later(grace, self.kill_tree)
+            timers.call_later(grace, self.kill_tree, at_close=self._kill_escapees_if_over)
 
     def kill_tree(self) -> None:
         """SIGKILL every process of the run except the shim.
@@ -279,6 +279,13 @@ class AgentProcess:
         _group, escapees = run_processes(self.session_id, None, self._reaped_at)
         _kill(escapees, signal.SIGKILL)
 
+    def _kill_escapees_if_over(self) -> None:
+        """The hive closes before the grace period ends, so no SIGKILL will come: a run
+        that is over has its escapees killed now. One still running is the shutdown's
+        (terminated with it, or left for the next hive to finish the stop)."""
+        if self._reaped:
+            self._kill_escapees()
+
     def _children(self) -> list[int]:
         try:
             text = read_small(f"/proc/{self.pid}/task/{self.pid}/children")
@@ -316,7 +323,7 @@ class AgentProcess:
                 self._reaped = True
                 if self._sweep_when_reaped and self._timers is not None:
                     # Not here: the reaper reaps every session and a pass takes tens of ms.
-                    self._timers.call_later(0, self._kill_escapees)
+                    self._timers.call_later(0, self._kill_escapees, at_close=self._kill_escapees)
             return self.exit_code
 
 

@@ -24,6 +24,7 @@ class TimerHandle:
     deadline: float
     order: int
     callback: Callable[[], object] = field(compare=False)
+    at_close: Callable[[], object] | None = field(default=None, compare=False)
     cancelled: bool = field(default=False, compare=False)
 
     def cancel(self) -> None:
@@ -41,9 +42,18 @@ class Timers:
         self._thread = threading.Thread(target=self._run, name="hive-timers", daemon=True)
         self._thread.start()
 
-    def call_later(self, delay: float, callback: Callable[[], object]) -> TimerHandle:
-        """Run ``callback`` on the timer thread ``delay`` seconds from now (clock time)."""
-        handle = TimerHandle(self._clock.monotonic() + delay, next(self._order), callback)
+    def call_later(
+        self,
+        delay: float,
+        callback: Callable[[], object],
+        at_close: Callable[[], object] | None = None,
+    ) -> TimerHandle:
+        """Run ``callback`` on the timer thread ``delay`` seconds from now (clock time).
+
+        A timer still pending when the timers close is dropped, but for its ``at_close``,
+        which then runs in the closing thread: what must not be left undone.
+        """
+        handle = TimerHandle(self._clock.monotonic() + delay, next(self._order), callback, at_close)
         with self._condition:
             heapq.heappush(self._heap, handle)
             self._condition.notify()
@@ -54,6 +64,14 @@ class Timers:
             self._closed = True
             self._condition.notify()
         self._thread.join(5)
+        with self._condition:
+            pending, self._heap = self._heap, []
+        for handle in sorted(pending):
+            if handle.at_close is not None and not handle.cancelled:
+                try:
+                    handle.at_close()
+                except Exception:
+                    log.exception("timer close callback failed")
 
     def _wake(self) -> None:
         with self._condition:

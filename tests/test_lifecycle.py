@@ -353,6 +353,28 @@ def test_terminate_asks_an_escaped_grandchild_to_stop_before_the_grace_period_en
     assert session_processes(session_id) == []
 
 
+def test_closing_the_hive_within_a_grace_period_still_kills_a_stubborn_escapee(
+    hive: Hive, ready
+) -> None:
+    """The agent ends at SIGTERM, its escapee ignores it, and the hive closes before the
+    grace period's SIGKILL (the fake clock never moves): the escapee dies with the hive."""
+    signal_ = ready()
+    session_id = hive.create_session(
+        "escapes stubbornly",
+        args=[
+            *("--sleep", "inf", "--setsid-grandchild", "--stubborn-grandchild"),
+            *("--ready", str(signal_.path)),
+        ],
+    )
+    hive.start_session(session_id)
+    escapee = signal_.wait()["grandchild"]
+    assert hive.terminate_session(session_id, grace=3600) == "stopping"
+    assert hive.wait(session_id, timeout=10) == "terminated"
+    assert process_alive(escapee)  # it ignores SIGTERM, and the SIGKILL is an hour away
+    hive.close()
+    eventually(lambda: not process_alive(escapee))
+
+
 def test_a_subscriber_can_start_a_session_the_moment_it_is_announced(hives: Hives) -> None:
     """session.created goes out just before the supervisor exists; a start then waits."""
     hive = hives.open()

@@ -140,6 +140,18 @@ def test_an_escapee_ignoring_sigterm_is_killed_when_the_grace_period_ends(
         eventually(lambda: not process_alive(escapee))
 
 
+def test_an_escapee_is_killed_when_the_timers_close_before_the_grace_period_ends(
+    tmp_path: Path, timers: Timers
+) -> None:
+    """The hive closes during the grace period of a run that is over: the SIGKILL will
+    never come, so the escapee that ignored SIGTERM is killed at the close."""
+    with _escaping_agent(tmp_path, "at-start-stubborn") as (process, _ready, (escapee,)):
+        process.stop(5, timers)
+        assert _reap_when_over(process) == 128 + signal.SIGTERM
+        timers.close()  # the fake clock never reached the end of the grace period
+        eventually(lambda: not process_alive(escapee))
+
+
 def test_an_escapee_born_after_the_stop_signal_pass_is_killed_when_the_grace_period_ends(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock, timers: Timers
 ) -> None:

@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ignore-term", action="store_true", help="ignore SIGTERM (and so does the child)"
     )
+    parser.add_argument(
+        "--stubborn-grandchild", action="store_true", help="the child ignores SIGTERM; we do not"
+    )
     parser.add_argument("--ready", help="a FIFO to write {pid, grandchild} to once set up")
     parser.add_argument("--hold", help="a FIFO: work until a line is written to it, then finish")
     return parser
@@ -75,11 +78,15 @@ def main(argv: list[str] | None = None) -> int:
         Path(output, "env.json").write_text(json.dumps(seen, indent=1), encoding="utf-8")
     grandchild = None
     if options.grandchild or options.setsid_grandchild:
+        if options.stubborn_grandchild:  # an ignored signal stays ignored across exec
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         grandchild = subprocess.Popen(
             [shutil.which("sleep") or "/bin/sleep", "3600"],
             start_new_session=options.setsid_grandchild,
             stdin=subprocess.DEVNULL,
         ).pid
+        if options.stubborn_grandchild and not options.ignore_term:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if options.ready:
         with open(options.ready, "w", encoding="utf-8") as fifo:
             fifo.write(json.dumps({"pid": os.getpid(), "grandchild": grandchild}) + "\n")

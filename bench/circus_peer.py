@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import signal
 import subprocess
@@ -71,14 +72,19 @@ class Circus:
         return CircusClient(endpoint=self.endpoint, timeout=30.0)
 
     @staticmethod
-    def call(client: CircusClient, command: str, **properties: Any) -> dict[str, Any]:
-        """Send ``command``, retrying while circus says it is busy with another one."""
+    def call(
+        client: CircusClient, command: str, deadline: float = math.inf, **properties: Any
+    ) -> dict[str, Any]:
+        """Send ``command``, retrying while circus says it is busy with another one, until
+        ``deadline`` (``time.perf_counter()``); TimeoutError past it."""
         while True:
             answer: dict[str, Any] = client.call({"command": command, "properties": properties})
             if answer.get("status") == "ok":
                 return answer
             if BUSY not in str(answer.get("reason", "")):
                 raise RuntimeError(f"circus {command}: {answer.get('reason')}")
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"circus {command}: still busy at the deadline")
             time.sleep(BUSY_BACKOFF)  # not to hammer the one loop that must get on
 
     def add(self, client: CircusClient, name: str, argv: list[str], work: Path, log: Path) -> None:

@@ -448,6 +448,7 @@ def _timings(
 
 
 def circus_live(sessions: int) -> None:
+    """The live workload for circus, given up (and reported so) past LIVE_PEER_BUDGET s."""
     from circus.exc import CallError
     from circus_peer import Circus
 
@@ -456,6 +457,8 @@ def circus_live(sessions: int) -> None:
         reaped = threading.Semaphore(0)
         ended: dict[str, float] = {}
         went_running: list[float] = []
+        began = time.perf_counter()
+        deadline = began + LIVE_PEER_BUDGET
 
         def observe(name: str, event: str) -> None:
             if event == "spawn":
@@ -465,66 +468,78 @@ def circus_live(sessions: int) -> None:
                 ended[name] = time.perf_counter()
                 reaped.release()
 
+        def wait(semaphore: threading.Semaphore, what: str) -> None:
+            if not semaphore.acquire(timeout=max(0.0, deadline - time.perf_counter())):
+                raise GaveUp(f"no {what} event within {LIVE_PEER_BUDGET:g} s of the start")
+
+        def call(client: Any, command: str, **properties: Any) -> dict[str, Any]:
+            return circus.call(client, command, deadline, **properties)
+
         circus.on_event(observe)
         rss_before = circus.rss_kib()
         per_thread = sessions // 16
         names = [f"s{t}-{i}" for t in range(16) for i in range(per_thread)]
+        rest = names[SINGLE_STOPS + EXITS :]
 
         def add(thread: int) -> None:
             client = circus.client()
             try:
                 for name in names[thread::16]:
+                    if time.perf_counter() > deadline:
+                        raise GaveUp(f"not all added within {LIVE_PEER_BUDGET:g} s")
                     prepare(root / "work" / name)
                     circus.add(client, name, [SLEEP, "3600"], root / "work" / name, root / "log")
             finally:
                 client.stop()
 
-        created = started = time.perf_counter()
-        try:
-            run_threads(16, add)
-        except CallError as exc:  # its own client timed out on a command
-            emit(
-                "live_scale",
-                contender="circus",
-                sessions=len(names),
-                gave_up=f"after {time.perf_counter() - started:.0f} s: {exc}",
-            )
-            return
-        for _ in names:
-            spawned.acquire()
-        to_running = time.perf_counter() - started
-        rss_live, threads_live = circus.rss_kib(), circus.threads()
-        cpu_before = _cpu_seconds(circus.process.pid)
-        time.sleep(3)  # idle CPU with every agent alive: the measurement is the wait
-        idle_cpu = (_cpu_seconds(circus.process.pid) - cpu_before) / 3
-
-        client = circus.client()
-        observed, exits = [], []
-        try:
-            for name in names[:SINGLE_STOPS]:
-                started = time.perf_counter()
-                circus.call(client, "stop", name=name)
-                reaped.acquire()
-                observed.append(ended[name] - started)
-            for name in names[SINGLE_STOPS : SINGLE_STOPS + EXITS]:
-                (agent,) = circus.call(client, "list", name=name)["pids"]
-                started = time.perf_counter()
-                os.kill(agent, signal.SIGKILL)
-                reaped.acquire()
-                exits.append(ended[name] - started)
-        finally:
-            client.stop()
-        rest = names[SINGLE_STOPS + EXITS :]
-
         def stop(thread: int) -> None:
             client = circus.client()
             try:
                 for name in rest[thread::16]:
-                    circus.call(client, "stop", name=name)
+                    call(client, "stop", name=name)
             finally:
                 client.stop()
 
-        started, to_stop = _stop_at_once(stop, reaped, rest)
+        try:
+            created = started = time.perf_counter()
+            run_threads(16, add)
+            for _ in names:
+                wait(spawned, "spawn")
+            to_running = time.perf_counter() - started
+            rss_live, threads_live = circus.rss_kib(), circus.threads()
+            cpu_before = _cpu_seconds(circus.process.pid)
+            time.sleep(3)  # idle CPU with every agent alive: the measurement is the wait
+            idle_cpu = (_cpu_seconds(circus.process.pid) - cpu_before) / 3
+
+            client = circus.client()
+            observed, exits = [], []
+            try:
+                for name in names[:SINGLE_STOPS]:
+                    started = time.perf_counter()
+                    call(client, "stop", name=name)
+                    wait(reaped, "reap")
+                    observed.append(ended[name] - started)
+                for name in names[SINGLE_STOPS : SINGLE_STOPS + EXITS]:
+                    (agent,) = call(client, "list", name=name)["pids"]
+                    started = time.perf_counter()
+                    os.kill(agent, signal.SIGKILL)
+                    wait(reaped, "reap")
+                    exits.append(ended[name] - started)
+            finally:
+                client.stop()
+            started = time.perf_counter()
+            run_threads(16, stop)
+            for _ in rest:
+                wait(reaped, "reap")
+            to_stop = time.perf_counter() - started
+        except (GaveUp, TimeoutError, CallError) as exc:  # CallError: its client timed out
+            emit(
+                "live_scale",
+                contender="circus",
+                sessions=len(names),
+                gave_up=f"after {time.perf_counter() - began:.0f} s: {exc}",
+            )
+            return
         timings = _timings(created, went_running, to_running, started, to_stop, ended, rest)
         emit(
             "live_scale",
@@ -539,6 +554,11 @@ def circus_live(sessions: int) -> None:
             exit_to_subscriber_ms_p50=ms(exits, 0.5),
             exit_to_subscriber_ms_p99=ms(exits, 0.99),
         )
+
+
+LIVE_PEER_BUDGET = 300.0
+"""Seconds circus gets for the whole live workload (its own client times out on an
+``add`` after 30 s; a mass stop it cannot keep up with would otherwise never end)."""
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -22,6 +22,7 @@ import structlog
 from hive_actors import Event, Hive
 from hive_actors._lockfile import DaemonLock
 from hive_actors._process import AgentProcess, process_start_time
+from hive_actors._process import session_processes as processes_by_session
 from hive_actors.testing import FakeClock, ReadySignal, fake_agent_command, session_processes
 
 # hive_actors never configures logging; tests route structlog into stdlib logging so
@@ -75,14 +76,17 @@ class Hives:
         return hive
 
     def close(self) -> None:
-        session_ids = set()
         for hive in self.opened:
-            if not hive.closed:
-                session_ids.update(info.session_id for info in hive.list_sessions())
-                hive.close(grace=0)
-        for session_id in session_ids:
-            for pid in session_processes(session_id):
-                os.kill(pid, signal.SIGKILL)
+            hive.close(grace=0)
+        # Every session ever made on these roots, whoever closed the hive (a test that
+        # closes its own and then fails leaves its processes to us).
+        session_ids = {
+            path.name for hive in self.opened for path in (hive.config.root / "sessions").glob("*")
+        }
+        for pids in processes_by_session(session_ids).values():
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -245,9 +245,14 @@ class AgentProcess:
         from a pass begun after its reap (see ``_kill_escapees``), which also finds any
         born after the stop signal's pass or after that snapshot.
         """
-        if self._reaped:  # the usual end of a grace period: the agent ended at SIGTERM
-            self._kill_escapees()
-            return
+        if not self._reaped and self._kill_while_it_lasts():
+            return  # the reap asks for the pass below (_sweep_when_reaped)
+        # Over: usually since SIGTERM; or since the snapshot, which may miss what it left.
+        self._kill_escapees()
+
+    def _kill_while_it_lasts(self) -> bool:
+        """SIGKILL the run's processes (escapees from a shared snapshot) if it still
+        lasts; False if it turned out to be over."""
         # The /proc pass comes before the lock: it can take tens of ms, and the reaper
         # takes this lock to reap, so holding it would hold up every session's exit.
         group, escapees = run_processes(self.session_id, self.pid, time.monotonic() - SCAN_REUSE)
@@ -264,8 +269,7 @@ class AgentProcess:
                 _kill([pid for pid in children + group if pid != self.pid], signal.SIGKILL)
                 self._sweep_when_reaped = True
         _kill(escapees, signal.SIGKILL)
-        if not lasts:  # it ended since the snapshot, which may miss what it left
-            self._kill_escapees()
+        return lasts
 
     def _kill_escapees(self) -> None:
         """SIGKILL what a run that is over left behind: every process carrying the

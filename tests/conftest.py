@@ -21,9 +21,8 @@ import structlog
 
 from hive_actors import Event, Hive
 from hive_actors._lockfile import DaemonLock
-from hive_actors._process import AgentProcess, process_start_time
-from hive_actors._process import session_processes as processes_by_session
-from hive_actors.testing import FakeClock, ReadySignal, fake_agent_command, session_processes
+from hive_actors._process import AgentProcess, process_start_time, session_processes
+from hive_actors.testing import FakeClock, ReadySignal, fake_agent_command
 
 # hive_actors never configures logging; tests route structlog into stdlib logging so
 # pytest captures it instead of it going to stdout.
@@ -78,15 +77,18 @@ class Hives:
     def close(self) -> None:
         for hive in self.opened:
             hive.close(grace=0)
-        # Every session ever made on these roots, whoever closed the hive (a test that
-        # closes its own and then fails leaves its processes to us).
-        session_ids = {
-            path.name for hive in self.opened for path in (hive.config.root / "sessions").glob("*")
-        }
-        for pids in processes_by_session(session_ids).values():
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        # Whoever closed the hive: a test that closes its own and then fails leaves its
+        # processes to us.
+        kill_leftovers(hive.config.sessions_dir for hive in self.opened)
+
+
+def kill_leftovers(sessions_dirs: Iterable[Path]) -> None:
+    """SIGKILL every process of every session ever made in ``sessions_dirs``."""
+    session_ids = {path.name for directory in sessions_dirs for path in directory.glob("*")}
+    for pids in session_processes(session_ids).values():
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -275,11 +277,7 @@ class Daemon:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
-        sessions = self.root / "sessions"
-        if sessions.exists():
-            for entry in sessions.iterdir():
-                for pid in session_processes(entry.name):
-                    os.kill(pid, signal.SIGKILL)
+        kill_leftovers([self.root / "sessions"])
 
 
 @pytest.fixture

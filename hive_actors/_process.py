@@ -18,6 +18,7 @@ import signal
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,7 +183,7 @@ class AgentProcess:
                 start_new_session=True,
                 close_fds=True,
             )
-        return cls(
+        process = cls(
             session_id=session_id,
             run=run,
             pid=popen.pid,
@@ -190,6 +191,8 @@ class AgentProcess:
             status_file=status_file,
             popen=popen,
         )
+        _our_groups[process.pid] = process
+        return process
 
     @classmethod
     def adopt(
@@ -319,6 +322,7 @@ class AgentProcess:
                 if self.popen is not None:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(self.pid, signal.SIGKILL)
+                    _our_groups.pop(self.pid, None)  # before the wait frees the group id
                     returncode = self.popen.wait()
                     fallback = 128 - returncode if returncode < 0 else returncode
                 recorded = read_status(self.status_file)
@@ -332,7 +336,9 @@ class AgentProcess:
 
 
 def session_processes(session_ids: set[str] | None = None) -> dict[str, list[int]]:
-    """Live (not zombie) processes by the HIVE_SESSION_ID in their environment.
+    """Live (not zombie) processes by session: the members of the process group of a run
+    this process spawned, and every process with the session's HIVE_SESSION_ID in its
+    environment.
 
     Every process an agent starts inherits the marker unless it clears its environment,
     so this finds a session's processes wherever they went (another process group,
@@ -370,6 +376,12 @@ SCAN_REUSE = 0.05
 the ends of a mass stop's grace periods share a few passes. (The stop signal's own pass
 shares differently: one begun after a signal serves it, however many came before.)"""
 
+_our_groups: weakref.WeakValueDictionary[int, AgentProcess] = weakref.WeakValueDictionary()
+"""The runs this process spawned and has not reaped, by process group. Each group's id is
+reserved by its unreaped leader, and every member of it is the run's: a /proc pass need
+not read their environments (half of its cost) to know whose they are. A run dropped
+unreaped leaves on its own, before its handle could let the group id go."""
+
 _scan_lock = threading.Lock()
 _last_scan: tuple[float, list[tuple[int, int, str | None]]] = (-1.0, [])
 
@@ -388,13 +400,19 @@ def _scan_proc(since: float) -> list[tuple[int, int, str | None]]:
 
 
 def _read_proc() -> list[tuple[int, int, str | None]]:
-    """(pid, process group, HIVE_SESSION_ID or None) of every live process we can read."""
-    found = []
+    """(pid, process group, session or None) of every live process we can read: the
+    session of one of our runs' groups, or else the HIVE_SESSION_ID in its environment."""
+    found: list[tuple[int, int, str | None]] = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         fields = _live_stat(entry.name)
         if fields is None:
+            continue
+        group = int(fields[2])
+        run = _our_groups.get(group)
+        if run is not None:
+            found.append((int(entry.name), group, run.session_id))
             continue
         try:
             environ = read_small(f"/proc/{entry.name}/environ")
@@ -405,5 +423,5 @@ def _read_proc() -> list[tuple[int, int, str | None]]:
         if marker >= 0:
             end = environ.find(b"\0", marker)
             session_id = environ[marker + 16 : end if end >= 0 else None].decode(errors="replace")
-        found.append((int(entry.name), int(fields[2]), session_id))
+        found.append((int(entry.name), group, session_id))
     return found

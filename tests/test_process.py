@@ -248,3 +248,23 @@ def test_a_slow_pass_over_proc_never_holds_up_a_reap(
         process.signal_group(signal.SIGKILL)
         process.reap()
         reaper.join(10)
+
+
+def test_a_pass_over_proc_counts_every_member_of_a_run_s_group_as_the_run_s(
+    tmp_path: Path,
+) -> None:
+    """A pass need not read the environment of a process in the group of a run this
+    process spawned: it is the run's, even if it cleared its environment (and with it the
+    session's marker). Once the run is reaped, its group id is nobody's in particular."""
+    env = shutil.which("env") or "/usr/bin/env"
+    process = spawn_agent(tmp_path, "no-marker", [env, "-i", SLEEP, "60"])
+    try:
+        eventually(lambda: len(process._children()) == 1)
+        (agent,) = process._children()
+        eventually(lambda: b"HIVE_SESSION_ID" not in _process.read_small(f"/proc/{agent}/environ"))
+        found = _process.session_processes({"no-marker"})
+        assert sorted(found["no-marker"]) == sorted([process.pid, agent])
+    finally:
+        process.signal_group(signal.SIGKILL)
+        process.reap()
+    assert process.pid not in _process._our_groups

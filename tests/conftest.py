@@ -22,6 +22,7 @@ import structlog
 from hive_actors import Event, Hive
 from hive_actors._lockfile import DaemonLock
 from hive_actors._process import AgentProcess, process_start_time, session_processes
+from hive_actors._timers import Timers
 from hive_actors.testing import FakeClock, ReadySignal, fake_agent_command
 
 # hive_actors never configures logging; tests route structlog into stdlib logging so
@@ -56,6 +57,14 @@ def _no_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def timers(clock: FakeClock) -> Iterator[Timers]:
+    """A timer thread on the test's fake clock, closed afterwards (closing twice is fine)."""
+    made = Timers(clock)
+    yield made
+    made.close()
 
 
 class Hives:

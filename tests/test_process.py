@@ -63,13 +63,6 @@ while True:
 (it ignores SIGTERM). It reports its pid when set up, and the grandchild's once started."""
 
 
-@pytest.fixture
-def timers(clock: FakeClock) -> Iterator[Timers]:
-    made = Timers(clock)
-    yield made
-    made.close()
-
-
 @contextlib.contextmanager
 def _escaping_agent(
     tmp_path: Path, when: str, *extra: str

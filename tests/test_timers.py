@@ -9,29 +9,23 @@ from hive_actors._timers import Timers
 from hive_actors.testing import FakeClock
 
 
-def test_due_timers_run_in_deadline_order_on_the_clock() -> None:
-    clock = FakeClock()
-    timers = Timers(clock)
+def test_due_timers_run_in_deadline_order_on_the_clock(clock: FakeClock, timers: Timers) -> None:
     ran: list[str] = []
     done = threading.Event()
-    try:
-        timers.call_later(2, lambda: ran.append("two"))
-        timers.call_later(1, lambda: ran.append("one"))
-        timers.call_later(3, lambda: (ran.append("three"), done.set()))
-        timers.call_later(9, lambda: ran.append("nine"))
-        clock.advance(3)
-        assert done.wait(10)
-        assert ran == ["one", "two", "three"]
-    finally:
-        timers.close()
+    timers.call_later(2, lambda: ran.append("two"))
+    timers.call_later(1, lambda: ran.append("one"))
+    timers.call_later(3, lambda: (ran.append("three"), done.set()))
+    timers.call_later(9, lambda: ran.append("nine"))
+    clock.advance(3)
+    assert done.wait(10)
+    assert ran == ["one", "two", "three"]
+    timers.close()
     assert ran == ["one", "two", "three"]  # the pending one is dropped at close
 
 
-def test_closing_runs_the_at_close_of_pending_timers_only() -> None:
+def test_closing_runs_the_at_close_of_pending_timers_only(clock: FakeClock, timers: Timers) -> None:
     """A pending timer's ``at_close`` runs once, in deadline order, in the closing thread;
     not that of a timer that fired or was cancelled, and never a pending timer's callback."""
-    clock = FakeClock()
-    timers = Timers(clock)
     ran: list[tuple[str, bool]] = []
     fired = threading.Event()
 

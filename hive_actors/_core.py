@@ -24,6 +24,7 @@ from hive_actors._models import (
     SessionStatusEvent,
     SessionTerminatedEvent,
 )
+from hive_actors._process import Sweeper
 from hive_actors._reaper import Reaper
 from hive_actors._registry import Registry
 from hive_actors._runtime import ActorPool
@@ -51,12 +52,12 @@ class HiveCore:
         )
         self.table = SessionTable()
         self.pool = ActorPool(ACTOR_THREADS)
-        self.reaper = Reaper()
+        self.timers = Timers(clock)
+        self.reaper = Reaper(Sweeper(self.timers))
         self.metrics = Metrics(
             self.table.all, lambda: self.bus.subscriber_count, self.reaper.live_count
         )
         self.bus.observe(self.metrics.observe)
-        self.timers = Timers(clock)
         self.slots = Slots(config.max_running)
 
     def close(self, leave_running: bool = False) -> None:

@@ -172,17 +172,22 @@ class AgentProcess:
             log = open(log_file, "ab")  # noqa: SIM115 - closed below, once the child has it
         except OSError as exc:
             raise LogUnavailable(log_file, exc) from exc
-        with log:
-            popen = subprocess.Popen(
-                [SHELL, "-c", SHIM, "hive-shim", str(status_file), *argv],
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-            )
+        _live_runs[session_id] = run  # before the fork: see Sweeper
+        try:
+            with log:
+                popen = subprocess.Popen(
+                    [SHELL, "-c", SHIM, "hive-shim", str(status_file), *argv],
+                    cwd=cwd,
+                    env=dict(env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+        except BaseException:
+            _forget_run(session_id, run)
+            raise
         process = cls(
             session_id=session_id,
             run=run,
@@ -204,7 +209,18 @@ class AgentProcess:
         """
         if start_time is None or process_start_time(pid) != start_time:
             return None
+        _live_runs[session_id] = run
         return cls(session_id, run, pid, start_time, status_file)
+
+    @property
+    def stop_asked(self) -> bool:
+        """``stop`` was called: the stop hunts this run's escapees itself."""
+        return self._timers is not None
+
+    @property
+    def reaped_at(self) -> float:
+        """When the run was reaped (monotonic time; 0 while it lasts)."""
+        return self._reaped_at
 
     def signal_group(self, signum: int) -> bool:
         """Send ``signum`` to the agent's whole process group; False if it has already exited."""
@@ -269,9 +285,9 @@ class AgentProcess:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(self.pid, signal.SIGKILL)
                     self._killed = True
-                _kill([pid for pid in children + group if pid != self.pid], signal.SIGKILL)
+                signal_each([pid for pid in children + group if pid != self.pid], signal.SIGKILL)
                 self._sweep_when_reaped = True
-        _kill(escapees, signal.SIGKILL)
+        signal_each(escapees, signal.SIGKILL)
         return lasts
 
     def _kill_escapees(self) -> None:
@@ -284,7 +300,7 @@ class AgentProcess:
         without the zombie shim holding it, it may belong to anyone by now.
         """
         _group, escapees = run_processes(self.session_id, None, self._reaped_at)
-        _kill(escapees, signal.SIGKILL)
+        signal_each(escapees, signal.SIGKILL)
 
     def _kill_escapees_if_over(self) -> None:
         """The hive closes before the grace period ends, so no SIGKILL will come: a run
@@ -304,7 +320,7 @@ class AgentProcess:
         """Signal the run's escapees: seen by a pass over /proc begun after the group's
         signal went out at ``signalled``, so that none born before it is missed."""
         _group, escapees = run_processes(self.session_id, self.pid, signalled)
-        _kill(escapees, signum)
+        signal_each(escapees, signum)
 
     def reap(self) -> int | None:
         """The exit code of an agent known to have exited (None if nobody knows it).
@@ -329,6 +345,7 @@ class AgentProcess:
                 self.exit_code = fallback if recorded is None else recorded
                 self._reaped_at = time.monotonic()
                 self._reaped = True
+                _forget_run(self.session_id, self.run)
                 if self._sweep_when_reaped and self._timers is not None:
                     # Not here: the reaper reaps every session and a pass takes tens of ms.
                     self._timers.call_later(0, self._kill_escapees, at_close=self._kill_escapees)
@@ -365,7 +382,8 @@ def run_processes(session_id: str, pgid: int | None, since: float) -> tuple[list
     return group, escapees
 
 
-def _kill(pids: list[int], signum: int) -> None:
+def signal_each(pids: list[int], signum: int) -> None:
+    """Send ``signum`` to each of ``pids``; one that is gone meanwhile is skipped."""
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
@@ -381,6 +399,70 @@ _our_groups: weakref.WeakValueDictionary[int, AgentProcess] = weakref.WeakValueD
 reserved by its unreaped leader, and every member of it is the run's: a /proc pass need
 not read their environments (half of its cost) to know whose they are. A run dropped
 unreaped leaves on its own, before its handle could let the group id go."""
+
+_live_runs: dict[str, int] = {}
+"""Sessions with a run that lasts or is being started (set before its fork), and that
+run's number; a run leaves at its reap. A session is here whenever a process of its
+current run may exist."""
+
+
+def _forget_run(session_id: str, run: int) -> None:
+    if _live_runs.get(session_id) == run:
+        _live_runs.pop(session_id, None)
+
+
+class Sweeper:
+    """Kills what runs that ended on their own left outside their process group.
+
+    A run's reap kills its group; an escapee (a descendant that left it with setsid)
+    outlives that. Runs that were stopped have theirs hunted by the stop; for the others
+    one pass over /proc, begun after their reaps, serves every run that ended since the
+    last pass, at most once every ``interval`` s (and never more often than keeps the
+    passes under 5 % of a core): with hundreds of runs ending a second, a pass for each
+    would cost a core. So an escapee outlives its run's end by about ``interval``.
+
+    A session that started another run meanwhile is left out: its marker is now also
+    the new run's, and the new run's escapees are not to be killed. What its earlier run
+    left is then killed when the session's last run ends or is stopped.
+    """
+
+    COST_SHARE = 0.05
+
+    def __init__(self, timers: Timers, interval: float = 1.0) -> None:
+        self._timers = timers
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._ended: dict[str, float] = {}
+        """Session -> when its last run that ended on its own was reaped."""
+        self._due = False
+        self._spacing = interval
+
+    def run_ended(self, process: AgentProcess) -> None:
+        """Note a reaped run (not stopped) whose escapees are to be killed."""
+        with self._lock:
+            self._ended[process.session_id] = process.reaped_at
+            if self._due:
+                return
+            self._due = True
+        self._timers.call_later(self._spacing, self.sweep, at_close=self.sweep)
+
+    def sweep(self) -> None:
+        """One pass for every run noted so far; run by the timers (or at their close)."""
+        with self._lock:
+            ended, self._ended, self._due = self._ended, {}, False
+        if not ended:
+            return
+        began = time.monotonic()
+        snapshot = _scan_proc(max(ended.values()))
+        # Only now: a run started before the pass ended is in _live_runs by then.
+        doomed = [
+            pid
+            for pid, _group, session_id in snapshot
+            if session_id in ended and session_id not in _live_runs
+        ]
+        signal_each(doomed, signal.SIGKILL)
+        self._spacing = max(self._interval, (time.monotonic() - began) / self.COST_SHARE)
+
 
 _scan_lock = threading.Lock()
 _last_scan: tuple[float, list[tuple[int, int, str | None]]] = (-1.0, [])

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import structlog
 
-from hive_actors._process import AgentProcess
+from hive_actors._process import AgentProcess, Sweeper
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +31,9 @@ the next hive re-adopts them by pid and start time.
 
 
 class Reaper:
-    def __init__(self) -> None:
+    def __init__(self, sweeper: Sweeper | None = None) -> None:
+        self._sweeper = sweeper
+        """Told of every run that ended on its own, to kill what it left outside its group."""
         self._epoll = select.epoll()
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._epoll.register(self._wake_read, select.EPOLLIN)
@@ -48,7 +50,7 @@ class Reaper:
         try:
             fd = os.pidfd_open(process.pid)
         except ProcessLookupError:  # an adopted agent that ended since it was checked
-            on_exit(process, process.reap())
+            on_exit(process, self._reap(process))
             return
         with self._lock:
             self._by_fd[fd] = (process, on_exit)
@@ -104,7 +106,7 @@ class Reaper:
             process, on_exit = self._by_fd.pop(fd)
         self._epoll.unregister(fd)
         os.close(fd)
-        exit_code = process.reap()
+        exit_code = self._reap(process)
         with self._lock:
             if self._by_session.get(process.session_id) is process:
                 del self._by_session[process.session_id]
@@ -112,3 +114,9 @@ class Reaper:
             on_exit(process, exit_code)
         except Exception:
             log.exception("exit callback failed", session_id=process.session_id)
+
+    def _reap(self, process: AgentProcess) -> int | None:
+        exit_code = process.reap()
+        if self._sweeper is not None and not process.stop_asked:
+            self._sweeper.run_ended(process)
+        return exit_code

@@ -164,11 +164,12 @@ def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.005)
 
 
-def spawn_agent(directory: Path, name: str, argv: list[str]) -> AgentProcess:
-    """One agent run outside any hive, as session ``name``: its marker in the environment,
-    log and exit status file in ``directory``."""
+def spawn_agent(directory: Path, name: str, argv: list[str], run: int = 1) -> AgentProcess:
+    """Run ``run`` of an agent outside any hive, as session ``name``: its marker in the
+    environment, log and exit status file in ``directory``."""
     env = {**os.environ, "HIVE_SESSION_ID": name}  # how escapees are recognised
-    return AgentProcess.spawn(name, 1, argv, directory, env, directory / "log", directory / name)
+    status = directory / f"{name}-{run}"
+    return AgentProcess.spawn(name, run, argv, directory, env, directory / "log", status)
 
 
 def process_alive(pid: int) -> bool:

@@ -353,6 +353,22 @@ def test_terminate_asks_an_escaped_grandchild_to_stop_before_the_grace_period_en
     assert session_processes(session_id) == []
 
 
+def test_a_grandchild_that_left_the_group_goes_soon_after_its_run_ends_on_its_own(
+    hive: Hive, clock: FakeClock, ready
+) -> None:
+    """No stop hunts it: the sweep after the run's end does, once its interval passed."""
+    signal_ = ready()
+    session_id = hive.create_session(
+        "leaves one behind", args=["--setsid-grandchild", "--ready", str(signal_.path)]
+    )
+    hive.start_session(session_id)
+    escapee = signal_.wait()["grandchild"]
+    assert hive.wait(session_id, timeout=30) == "completed"
+    assert session_processes(session_id) == [escapee]  # the sweep waits for the clock
+    clock.advance(60)
+    eventually(lambda: session_processes(session_id) == [])
+
+
 def test_closing_the_hive_within_a_grace_period_still_kills_a_stubborn_escapee(
     hive: Hive, ready
 ) -> None:

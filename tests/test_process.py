@@ -1,4 +1,5 @@
-"""Stopping an agent's run: every process of it is reached, and no stop holds up a reap."""
+"""Stopping an agent's run: every process of it is reached, and no stop holds up a reap;
+a run that ends on its own leaves nothing behind either."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from hive_actors import _process
-from hive_actors._process import AgentProcess
+from hive_actors._process import AgentProcess, Sweeper
+from hive_actors._reaper import Reaper
 from hive_actors._timers import Timers
 from hive_actors.testing import FakeClock, ReadySignal
 
@@ -65,13 +67,14 @@ while True:
 
 @contextlib.contextmanager
 def _escaping_agent(
-    tmp_path: Path, when: str, *extra: str
+    tmp_path: Path, when: str, *extra: str, session: str = "escaping"
 ) -> Iterator[tuple[AgentProcess, ReadySignal, list[int]]]:
-    """The agent's run, the signal it reports on, and its escaped grandchildren's pids
-    (started already for ``at-start``, else to be added); every process gone afterwards."""
+    """The agent's run (as ``session``), the signal it reports on, and its escaped
+    grandchildren's pids (started already for ``at-start``, else to be added); every
+    process gone afterwards."""
     ready = ReadySignal(tmp_path)
     argv = [sys.executable, "-c", ESCAPING_AGENT, str(ready.path), SLEEP, when, *extra]
-    process = spawn_agent(tmp_path, f"escaping-{when}", argv)
+    process = spawn_agent(tmp_path, session, argv)
     escapees: list[int] = []
     try:
         reported = ready.wait()
@@ -261,3 +264,114 @@ def test_a_pass_over_proc_counts_every_member_of_a_run_s_group_as_the_run_s(
         process.signal_group(signal.SIGKILL)
         process.reap()
     assert process.pid not in _process._our_groups
+    assert "no-marker" not in _process._live_runs
+
+
+@contextlib.contextmanager
+def _sweeping_reaper(timers: Timers) -> Iterator[Reaper]:
+    reaper = Reaper(Sweeper(timers))
+    try:
+        yield reaper
+    finally:
+        reaper.close()
+
+
+def _end_on_its_own(reaper: Reaper, process: AgentProcess) -> None:
+    """Kill the run's agent from outside (not its shim, not its group: no stop) and wait
+    until the reaper has reaped the run."""
+    exited = threading.Event()
+    reaper.watch(process, lambda _process, _code: exited.set())
+    (agent,) = process._children()
+    os.kill(agent, signal.SIGKILL)
+    assert exited.wait(30), "the run was never reaped"
+
+
+def _sweep_now(clock: FakeClock, timers: Timers) -> None:
+    """Move the clock past any sweep's spacing and wait until the due sweep has run (a
+    timer due at the same time, set later, runs after it)."""
+    swept = threading.Event()
+    timers.call_later(SWEEP_WAIT, swept.set)
+    clock.advance(SWEEP_WAIT)
+    assert swept.wait(30), "the timers never ran"
+
+
+SWEEP_WAIT = 600.0
+"""More than any spacing between sweeps (at least 1 s; 20 times a pass's duration)."""
+
+
+def test_an_escapee_of_a_run_that_ended_on_its_own_is_killed_by_the_next_sweep(
+    tmp_path: Path, clock: FakeClock, timers: Timers
+) -> None:
+    """No stop hunts the escapees of a run that ended by itself: the reap kills its
+    group, and the sweep after the reap kills what left the group."""
+    with (
+        _sweeping_reaper(timers) as reaper,
+        _escaping_agent(tmp_path, "at-start") as (process, _ready, (escapee,)),
+    ):
+        _end_on_its_own(reaper, process)
+        assert process_alive(escapee)  # the sweep is not due before the clock moves
+        _sweep_now(clock, timers)
+        eventually(lambda: not process_alive(escapee))
+
+
+def test_runs_that_ended_on_their_own_share_one_pass_over_proc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock, timers: Timers
+) -> None:
+    passes = []
+    real_read_proc = _process._read_proc
+
+    def counted() -> list[tuple[int, int, str | None]]:
+        passes.append(1)
+        return real_read_proc()
+
+    monkeypatch.setattr(_process, "_read_proc", counted)
+    with (
+        _sweeping_reaper(timers) as reaper,
+        _escaping_agent(tmp_path, "at-start", session="a") as (first, _, (escapee_a,)),
+        _escaping_agent(tmp_path, "at-start", session="b") as (second, _, (escapee_b,)),
+        _escaping_agent(tmp_path, "at-start", session="c") as (third, _, (escapee_c,)),
+    ):
+        for process in (first, second, third):
+            _end_on_its_own(reaper, process)
+        _sweep_now(clock, timers)
+        assert len(passes) == 1
+        eventually(lambda: not any(map(process_alive, (escapee_a, escapee_b, escapee_c))))
+
+
+def test_a_sweep_spares_a_session_whose_next_run_has_started(
+    tmp_path: Path, clock: FakeClock, timers: Timers
+) -> None:
+    """Run 1 ends on its own and run 2 of the same session starts before the sweep: the
+    session's marker is run 2's too now, so the sweep kills nothing of it. What run 1
+    left goes when run 2 ends."""
+    with (
+        _sweeping_reaper(timers) as reaper,
+        _escaping_agent(tmp_path, "at-start") as (first, _ready, (escapee,)),
+    ):
+        _end_on_its_own(reaper, first)
+        second = spawn_agent(tmp_path, first.session_id, [SLEEP, "60"], run=2)
+        try:
+            eventually(lambda: len(second._children()) == 1)
+            (agent,) = second._children()
+            _sweep_now(clock, timers)
+            assert process_alive(second.pid)
+            assert process_alive(agent)
+            assert process_alive(escapee)
+
+            _end_on_its_own(reaper, second)
+            _sweep_now(clock, timers)
+            eventually(lambda: not process_alive(escapee))
+        finally:
+            second.signal_group(signal.SIGKILL)
+            second.reap()
+
+
+def test_a_sweep_still_due_runs_when_the_timers_close(tmp_path: Path, timers: Timers) -> None:
+    """The hive closes before the sweep of a run that ended is due: it runs at the close."""
+    with (
+        _sweeping_reaper(timers) as reaper,
+        _escaping_agent(tmp_path, "at-start") as (process, _ready, (escapee,)),
+    ):
+        _end_on_its_own(reaper, process)
+        timers.close()  # the fake clock never moved
+        eventually(lambda: not process_alive(escapee))

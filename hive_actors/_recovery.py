@@ -4,7 +4,9 @@ Every session that was not settled is reconciled, and what a subscriber would ha
 is announced with ``recovered`` set:
 
 * created, queued, idle: picked up as they were;
-* starting, running, stopping with an exit status the shim recorded: that outcome;
+* starting, running, stopping with an exit status the shim recorded: that outcome, and
+  whatever the run left (its group's members, its escapees) is killed: the group was
+  not killed when its shim ended, with no hive to reap it;
 * with its agent still alive (same pid *and* start time): re-adopted, its exit recorded
   when it comes (a stop that had begun goes on);
 * otherwise: failed, reason ``lost``. Processes of a start that was never confirmed are
@@ -13,7 +15,6 @@ is announced with ``recovered`` set:
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from hive_actors._process import (
     process_start_time,
     read_status,
     session_processes,
+    signal_each,
 )
 from hive_actors._runner import status_file
 from hive_actors._states import TERMINAL, Status
@@ -48,24 +50,33 @@ def recover(core: HiveCore, start_child: StartChild) -> None:
         _check_mirror(info)
     _report_unregistered(core)
     unsettled = [info for info in core.table.all() if info.status not in TERMINAL]
+    outcomes = {
+        info.session_id: read_status(status_file(Path(info.working_dir), info.runs))
+        for info in unsettled
+        if info.status not in RESUMABLE
+    }
+    ended = {session_id for session_id, code in outcomes.items() if code is not None}
     unconfirmed = {
         info.session_id for info in unsettled if info.status not in RESUMABLE and info.pid is None
     }
-    strays = session_processes(unconfirmed) if unconfirmed else {}
+    looked_for = ended | unconfirmed
+    strays = session_processes(looked_for) if looked_for else {}
     for info in unsettled:
         if info.status in RESUMABLE:
             start_child(info, False)
             continue
-        code = read_status(status_file(Path(info.working_dir), info.runs))
+        code = outcomes[info.session_id]
         if code is not None:
+            # What the run left: killed before the session can run again.
+            signal_each(strays.get(info.session_id, []), signal.SIGKILL)
             _record_outcome(core, info, code, start_child)
         elif info.pid is not None and process_start_time(info.pid) == info.pid_start:
             log.info("re-adopting agent", session_id=info.session_id, pid=info.pid)
             start_child(info, True)
         else:
             detail = describe_exit(None)
-            for pid in strays.get(info.session_id, []):
-                os.kill(pid, signal.SIGKILL)
+            if strays.get(info.session_id):
+                signal_each(strays[info.session_id], signal.SIGKILL)
                 detail = "its start was never confirmed; its processes were stopped"
             log.warning("session lost", session_id=info.session_id, detail=detail)
             core.commit(info, Status.FAILED, reason="lost", detail=detail, pid=None, recovered=True)

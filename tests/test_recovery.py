@@ -80,6 +80,26 @@ def test_runs_that_ended_while_no_hive_watched_get_their_exit_codes(
     assert [e.to for e in recovered if e.type == "session.status"] == ["failed"]
 
 
+def test_what_a_run_that_ended_while_no_hive_watched_left_is_killed(
+    hives: Hives, tmp_path: Path
+) -> None:
+    """No hive reaped the run, so nothing killed its group when the shim ended; and
+    nothing hunted its escapees. The next hive does both before recording the outcome."""
+    root = tmp_path / "root"
+    in_group, escaped = _crash_after(
+        root,
+        "leaves --sleep 0.3 --grandchild",
+        "leaves --sleep 0.3 --setsid-grandchild",
+    )
+    sessions = root / "sessions"
+    eventually(lambda: all(_recorded(sessions / s) for s in (in_group, escaped)))
+    assert len(session_processes(in_group)) == 1  # the grandchild: shim and agent are gone
+    assert len(session_processes(escaped)) == 1
+    hive = hives.open(root=root)
+    assert (hive.status(in_group), hive.status(escaped)) == ("completed", "completed")
+    eventually(lambda: session_processes(in_group) == session_processes(escaped) == [])
+
+
 def test_a_vanished_agent_without_an_exit_status_is_lost(hives: Hives, tmp_path: Path) -> None:
     root = tmp_path / "root"
     (session_id,) = _crash_after(root, "vanishing --sleep inf")

@@ -287,8 +287,8 @@ def _end_on_its_own(reaper: Reaper, process: AgentProcess) -> None:
 
 
 def _sweep_now(clock: FakeClock, timers: Timers) -> None:
-    """Move the clock past any sweep's spacing and wait until the due sweep has run (a
-    timer due at the same time, set later, runs after it)."""
+    """Move the clock past any sweep's spacing and wait until the due sweep has run (the
+    one timer thread runs a timer due later after it)."""
     swept = threading.Event()
     timers.call_later(SWEEP_WAIT, swept.set)
     clock.advance(SWEEP_WAIT)

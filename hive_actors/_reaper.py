@@ -83,7 +83,7 @@ class Reaper:
             else:
                 log.error("agent alive at close; killing it", session_id=process.session_id)
                 process.signal_group(signal.SIGKILL)
-                process.reap()
+                self._reap(process)  # the timers close after us: a sweep due runs then
             os.close(fd)
         self._epoll.close()
         os.close(self._wake_read)

@@ -375,3 +375,19 @@ def test_a_sweep_still_due_runs_when_the_timers_close(tmp_path: Path, timers: Ti
         _end_on_its_own(reaper, process)
         timers.close()  # the fake clock never moved
         eventually(lambda: not process_alive(escapee))
+
+
+def test_a_run_killed_when_the_reaper_closes_leaves_no_escapee(
+    tmp_path: Path, timers: Timers
+) -> None:
+    """An agent still alive when its hive's reaper closes (no stop reached it) is killed
+    there; what it had sent out of its group goes with the timers' close after it."""
+    with _escaping_agent(tmp_path, "at-start") as (process, _ready, (escapee,)):
+        reaper = Reaper(Sweeper(timers))
+        try:
+            reaper.watch(process, lambda _process, _code: None)
+        finally:
+            reaper.close()
+        assert process.exit_code == 128 + signal.SIGKILL
+        timers.close()
+        eventually(lambda: not process_alive(escapee))

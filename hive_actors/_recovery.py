@@ -56,27 +56,25 @@ def recover(core: HiveCore, start_child: StartChild) -> None:
         if info.status not in RESUMABLE
     }
     ended = {session_id for session_id, code in outcomes.items() if code is not None}
-    unconfirmed = {
-        info.session_id for info in unsettled if info.status not in RESUMABLE and info.pid is None
-    }
-    looked_for = ended | unconfirmed
+    unconfirmed = {info.session_id for info in unsettled if info.pid is None} & outcomes.keys()
+    looked_for = ended | unconfirmed  # what they left; what may otherwise run twice
     strays = session_processes(looked_for) if looked_for else {}
     for info in unsettled:
         if info.status in RESUMABLE:
             start_child(info, False)
             continue
         code = outcomes[info.session_id]
+        leftovers = strays.get(info.session_id, [])
         if code is not None:
-            # What the run left: killed before the session can run again.
-            signal_each(strays.get(info.session_id, []), signal.SIGKILL)
+            signal_each(leftovers, signal.SIGKILL)  # before the session can run again
             _record_outcome(core, info, code, start_child)
         elif info.pid is not None and process_start_time(info.pid) == info.pid_start:
             log.info("re-adopting agent", session_id=info.session_id, pid=info.pid)
             start_child(info, True)
         else:
             detail = describe_exit(None)
-            if strays.get(info.session_id):
-                signal_each(strays[info.session_id], signal.SIGKILL)
+            if leftovers:
+                signal_each(leftovers, signal.SIGKILL)
                 detail = "its start was never confirmed; its processes were stopped"
             log.warning("session lost", session_id=info.session_id, detail=detail)
             core.commit(info, Status.FAILED, reason="lost", detail=detail, pid=None, recovered=True)

@@ -21,7 +21,12 @@ import structlog
 
 from hive_actors import Event, Hive
 from hive_actors._lockfile import DaemonLock
-from hive_actors._process import AgentProcess, process_start_time, session_processes
+from hive_actors._process import (
+    AgentProcess,
+    process_start_time,
+    session_processes,
+    signal_each,
+)
 from hive_actors._timers import Timers
 from hive_actors.testing import FakeClock, ReadySignal, fake_agent_command
 
@@ -95,9 +100,7 @@ def kill_leftovers(sessions_dirs: Iterable[Path]) -> None:
     """SIGKILL every process of every session ever made in ``sessions_dirs``."""
     session_ids = {path.name for directory in sessions_dirs for path in directory.glob("*")}
     for pids in session_processes(session_ids).values():
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        signal_each(pids, signal.SIGKILL)
 
 
 @pytest.fixture

@@ -46,16 +46,31 @@ class Reaper:
 
     def watch(self, process: AgentProcess, on_exit: ExitCallback) -> None:
         """Call ``on_exit(process, exit_code)`` once it has exited (from the reaper thread,
-        or at once from this one if it is already gone)."""
+        or at once from this one if it is already gone, or cannot be watched).
+
+        An agent that cannot be watched (no fd left for its pidfd, no room in the epoll
+        set) is killed and reaped at once: unwatched, its end would go unnoticed.
+        """
         try:
             fd = os.pidfd_open(process.pid)
         except ProcessLookupError:  # an adopted agent that ended since it was checked
             on_exit(process, self._reap(process))
             return
+        except OSError:
+            self._give_up(process, on_exit)
+            return
         with self._lock:
             self._by_fd[fd] = (process, on_exit)
             self._by_session[process.session_id] = process
-        self._epoll.register(fd, select.EPOLLIN)
+        try:
+            self._epoll.register(fd, select.EPOLLIN)
+        except OSError:
+            with self._lock:
+                del self._by_fd[fd]
+                if self._by_session.get(process.session_id) is process:
+                    del self._by_session[process.session_id]
+            os.close(fd)
+            self._give_up(process, on_exit)
 
     def find(self, session_id: str) -> AgentProcess | None:
         """The live (not yet reaped) agent of a session, if any."""
@@ -114,6 +129,11 @@ class Reaper:
             on_exit(process, exit_code)
         except Exception:
             log.exception("exit callback failed", session_id=process.session_id)
+
+    def _give_up(self, process: AgentProcess, on_exit: ExitCallback) -> None:
+        log.exception("cannot watch agent; killing it", session_id=process.session_id)
+        process.signal_group(signal.SIGKILL)
+        on_exit(process, self._reap(process))
 
     def _reap(self, process: AgentProcess) -> int | None:
         exit_code = process.reap()

@@ -7,7 +7,6 @@ Exits are seen by the Reaper and told straight to the session's supervisor.
 
 from __future__ import annotations
 
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,13 +133,7 @@ class ProcessRunner(Child):
         crash_point("start:spawned")
         # Told before the reaper watches, so the supervisor always hears Spawned first.
         self.tell_parent(Spawned(message.run, process.pid, process.start_time))
-        try:
-            self._reaper.watch(process, self._exit_reporter())
-        except OSError:
-            # Unwatched, its exit would go unnoticed: end it now rather than lose track.
-            log.exception("cannot watch agent; killing it", session_id=self._session_id)
-            process.signal_group(signal.SIGKILL)
-            self.tell_parent(Exited(message.run, process.reap()))
+        self._reaper.watch(process, self._exit_reporter())
 
     def _exit_reporter(self) -> ExitCallback:
         """The reaper's callback: straight to the supervisor (this runner may be gone)."""

@@ -4,6 +4,7 @@ a run that ends on its own leaves nothing behind either."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -390,4 +392,45 @@ def test_a_run_killed_when_the_reaper_closes_leaves_no_escapee(
             reaper.close()
         assert process.exit_code == 128 + signal.SIGKILL
         timers.close()
+        eventually(lambda: not process_alive(escapee))
+
+
+class _FullEpoll:
+    """An epoll set with no room for another fd (max_user_watches reached)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def register(self, _fd: int, _mask: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def _no_pidfd(_pid: int) -> int:
+    raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+
+@pytest.mark.parametrize("failing", ["pidfd_open", "epoll"])
+def test_a_run_that_cannot_be_watched_is_killed_and_leaves_no_escapee(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock, timers: Timers, failing: str
+) -> None:
+    """Unwatched, a run's end would go unnoticed: it is killed and reported at once, and
+    what it sent out of its group goes with the next sweep, as for any run's end."""
+    with (
+        _sweeping_reaper(timers) as reaper,
+        _escaping_agent(tmp_path, "at-start") as (process, _ready, (escapee,)),
+    ):
+        if failing == "pidfd_open":
+            monkeypatch.setattr(os, "pidfd_open", _no_pidfd)
+        else:
+            monkeypatch.setattr(reaper, "_epoll", _FullEpoll(reaper._epoll))
+        reported: list[int | None] = []
+        reaper.watch(process, lambda _process, code: reported.append(code))
+        monkeypatch.undo()
+        assert reported == [128 + signal.SIGKILL]
+        assert reaper.find(process.session_id) is None
+        assert not process_alive(process.pid)
+        _sweep_now(clock, timers)
         eventually(lambda: not process_alive(escapee))

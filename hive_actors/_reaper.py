@@ -56,21 +56,23 @@ class Reaper:
         except ProcessLookupError:  # an adopted agent that ended since it was checked
             on_exit(process, self._reap(process))
             return
-        except OSError:
-            self._give_up(process, on_exit)
+        except OSError as exc:
+            self._give_up(process, on_exit, exc)
             return
+        # Registered under the lock the reaper thread takes to look an fd up: an exit
+        # seen at once still finds its entry, and a failed registration leaves none.
         with self._lock:
-            self._by_fd[fd] = (process, on_exit)
-            self._by_session[process.session_id] = process
-        try:
-            self._epoll.register(fd, select.EPOLLIN)
-        except OSError:
-            with self._lock:
-                del self._by_fd[fd]
-                if self._by_session.get(process.session_id) is process:
-                    del self._by_session[process.session_id]
+            try:
+                self._epoll.register(fd, select.EPOLLIN)
+            except OSError as exc:
+                failed: OSError | None = exc
+            else:
+                failed = None
+                self._by_fd[fd] = (process, on_exit)
+                self._by_session[process.session_id] = process
+        if failed is not None:
             os.close(fd)
-            self._give_up(process, on_exit)
+            self._give_up(process, on_exit, failed)
 
     def find(self, session_id: str) -> AgentProcess | None:
         """The live (not yet reaped) agent of a session, if any."""
@@ -130,8 +132,8 @@ class Reaper:
         except Exception:
             log.exception("exit callback failed", session_id=process.session_id)
 
-    def _give_up(self, process: AgentProcess, on_exit: ExitCallback) -> None:
-        log.exception("cannot watch agent; killing it", session_id=process.session_id)
+    def _give_up(self, process: AgentProcess, on_exit: ExitCallback, error: OSError) -> None:
+        log.error("cannot watch agent; killing it", session_id=process.session_id, error=str(error))
         process.signal_group(signal.SIGKILL)
         on_exit(process, self._reap(process))
 

@@ -87,11 +87,22 @@ class Circus:
                 raise TimeoutError(f"circus {command}: still busy at the deadline")
             time.sleep(BUSY_BACKOFF)  # not to hammer the one loop that must get on
 
-    def add(self, client: CircusClient, name: str, argv: list[str], work: Path, log: Path) -> None:
+    def add(
+        self,
+        client: CircusClient,
+        name: str,
+        argv: list[str],
+        work: Path,
+        log: Path,
+        deadline: float = math.inf,
+    ) -> None:
+        """Add a watcher for ``argv`` and start it (busy retries end at ``deadline``, as
+        in ``call``)."""
         stream = {"class": "FileStream", "filename": str(log)}
         self.call(
             client,
             "add",
+            deadline,
             name=name,
             cmd=argv[0],
             args=argv[1:],
@@ -106,7 +117,7 @@ class Circus:
         )
         # Started apart from the add: a start refused as busy would leave the watcher
         # added, and a retried add would then fail as a duplicate.
-        self.call(client, "start", name=name, waiting=True)
+        self.call(client, "start", deadline, name=name, waiting=True)
 
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():

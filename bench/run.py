@@ -162,7 +162,8 @@ def circus_lifecycle(root: Path, sessions: int, concurrency: int) -> float:
                         raise GaveUp(f"{lost} within {PEER_BUDGET:g} s")
                     name = f"s{thread}-{index}"
                     prepare(root / "work" / name)
-                    circus.add(client, name, [TRUE], root / "work" / name, root / f"{name}.log")
+                    work_dir, log = root / "work" / name, root / f"{name}.log"
+                    circus.add(client, name, [TRUE], work_dir, log, deadline)
             finally:
                 client.stop()
 
@@ -488,7 +489,9 @@ def circus_live(sessions: int) -> None:
                     if time.perf_counter() > deadline:
                         raise GaveUp(f"not all added within {LIVE_PEER_BUDGET:g} s")
                     prepare(root / "work" / name)
-                    circus.add(client, name, [SLEEP, "3600"], root / "work" / name, root / "log")
+                    circus.add(
+                        client, name, [SLEEP, "3600"], root / "work" / name, root / "log", deadline
+                    )
             finally:
                 client.stop()
 

@@ -379,7 +379,9 @@ def hive_live(sessions: int) -> None:
         delivered.clear()
         rest = ids[SINGLE_STOPS + EXITS :]
         started, to_stop = _stop_at_once(
-            lambda t: [hive.terminate_session(s, grace=5) for s in rest[t::16]], stopped, rest
+            lambda t: [hive.terminate_session(s, grace=5) for s in rest[t::16]],
+            stopped.acquire,
+            rest,
         )
         timings = _timings(created, went_running, to_running, started, to_stop, ended, rest)
         emit(
@@ -413,14 +415,14 @@ def _agent_of(shim: int | None) -> int:
 
 
 def _stop_at_once(
-    stop: Callable[[int], None], ended: threading.Semaphore, rest: list[str]
+    stop: Callable[[int], None], wait_one: Callable[[], object], rest: list[str]
 ) -> tuple[float, float]:
     """Stop ``rest`` from 16 threads (``stop(thread)`` stops its share) and wait until
-    ``ended`` was released once for each; returns when it began and how long it took."""
+    ``wait_one()`` returned once for each; returns when it began and how long it took."""
     started = time.perf_counter()
     run_threads(16, stop)
     for _ in rest:
-        ended.acquire()
+        wait_one()
     return started, time.perf_counter() - started
 
 
@@ -530,11 +532,7 @@ def circus_live(sessions: int) -> None:
                     exits.append(ended[name] - started)
             finally:
                 client.stop()
-            started = time.perf_counter()
-            run_threads(16, stop)
-            for _ in rest:
-                wait(reaped, "reap")
-            to_stop = time.perf_counter() - started
+            started, to_stop = _stop_at_once(stop, lambda: wait(reaped, "reap"), rest)
         except (GaveUp, TimeoutError, CallError) as exc:  # CallError: its client timed out
             emit(
                 "live_scale",

@@ -16,7 +16,9 @@ import pytest
 
 from hive_actors import HiveConfig
 from hive_actors._lockfile import DaemonLock
-from hive_actors.testing import fake_agent_command, session_processes
+from hive_actors.testing import fake_agent_command
+
+from .conftest import kill_leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -73,11 +75,7 @@ def _clean(root: Path) -> None:
     if holder is not None:
         os.kill(holder, signal.SIGTERM)
         DaemonLock(root).wait_released(30)
-    sessions = root / "sessions"
-    if sessions.exists():
-        for entry in sessions.iterdir():
-            for pid in session_processes(entry.name):
-                os.kill(pid, signal.SIGKILL)
+    kill_leftovers([root / "sessions"])
 
 
 def test_every_setting_is_documented() -> None:

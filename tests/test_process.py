@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from hive_actors import _process
-from hive_actors._process import AgentProcess, Sweeper
+from hive_actors._process import AgentProcess, Sweeper, signal_each
 from hive_actors._reaper import Reaper
 from hive_actors._timers import Timers
 from hive_actors.testing import FakeClock, ReadySignal
@@ -84,9 +84,7 @@ def _escaping_agent(
             escapees.append(_out_of_session(reported["grandchild"]))
         yield process, ready, escapees
     finally:
-        for escapee in escapees:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(escapee, signal.SIGKILL)
+        signal_each(escapees, signal.SIGKILL)
         process.signal_group(signal.SIGKILL)
         process.reap()
         ready.close()
@@ -385,11 +383,8 @@ def test_a_run_killed_when_the_reaper_closes_leaves_no_escapee(
     """An agent still alive when its hive's reaper closes (no stop reached it) is killed
     there; what it had sent out of its group goes with the timers' close after it."""
     with _escaping_agent(tmp_path, "at-start") as (process, _ready, (escapee,)):
-        reaper = Reaper(Sweeper(timers))
-        try:
+        with _sweeping_reaper(timers) as reaper:
             reaper.watch(process, lambda _process, _code: None)
-        finally:
-            reaper.close()
         assert process.exit_code == 128 + signal.SIGKILL
         timers.close()
         eventually(lambda: not process_alive(escapee))

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 from hive_actors import Hive
-from hive_actors._process import read_status
+from hive_actors._process import read_status, signal_each
 from hive_actors.testing import session_processes
 
 from .conftest import Daemon, Hives, eventually, process_alive
@@ -62,8 +62,7 @@ def test_a_live_agent_is_re_adopted_and_its_end_recorded(hives: Hives, tmp_path:
         assert hive.get_session_info(session_id).exit_code == 137
         assert session_processes(session_id) == []
     finally:
-        for pid in session_processes(session_id):
-            os.kill(pid, signal.SIGKILL)
+        signal_each(session_processes(session_id), signal.SIGKILL)
 
 
 def test_runs_that_ended_while_no_hive_watched_get_their_exit_codes(
@@ -103,8 +102,8 @@ def test_what_a_run_that_ended_while_no_hive_watched_left_is_killed(
 def test_a_vanished_agent_without_an_exit_status_is_lost(hives: Hives, tmp_path: Path) -> None:
     root = tmp_path / "root"
     (session_id,) = _crash_after(root, "vanishing --sleep inf")
-    for pid in session_processes(session_id):  # shim included: nothing records the end
-        os.kill(pid, signal.SIGKILL)
+    # The shim included: nothing records the end.
+    signal_each(session_processes(session_id), signal.SIGKILL)
     eventually(lambda: session_processes(session_id) == [])
     hive = hives.open(root=root)
     info = hive.get_session_info(session_id)
@@ -115,8 +114,7 @@ def test_a_vanished_agent_without_an_exit_status_is_lost(hives: Hives, tmp_path:
 def test_a_recycled_pid_is_not_mistaken_for_the_agent(hives: Hives, tmp_path: Path) -> None:
     root = tmp_path / "root"
     (session_id,) = _crash_after(root, "vanishing --sleep inf")
-    for pid in session_processes(session_id):
-        os.kill(pid, signal.SIGKILL)
+    signal_each(session_processes(session_id), signal.SIGKILL)
     eventually(lambda: session_processes(session_id) == [])
     # Point the record at a live process with another start time: this test's own pid.
     db = sqlite3.connect(root / "registry.db")

@@ -138,7 +138,9 @@ def inject_crash(
 
 
 def session_processes(session_id: str) -> list[int]:
-    """Pids of live (not zombie) processes whose environment says HIVE_SESSION_ID=session_id."""
+    """Pids of live (not zombie) processes of the session: those whose environment says
+    HIVE_SESSION_ID=session_id, and every member of the process group of a run of it that
+    this process spawned."""
     return _process.session_processes({session_id}).get(session_id, [])
 
 

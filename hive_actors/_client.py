@@ -133,11 +133,14 @@ class Client:
         os.close(write_end)
         try:
             ready, _, _ = select.select([read_end], [], [], DAEMON_START_TIMEOUT)
-            said = os.read(read_end, 64) if ready else b""
+            said = os.read(read_end, select.PIPE_BUF) if ready else b""
         finally:
             os.close(read_end)
         if said.startswith(b"ready"):
             return daemon.pid
+        if said.startswith(b"error "):  # it could not start, and says why
+            why = said.removeprefix(b"error ").decode(errors="replace").strip()
+            raise DaemonUnreachable(f"could not start a daemon for {self.root}: {why}")
         # It exited without serving: often another hivectl started one at the same moment.
         if DaemonLock(self.root).held():
             self._wait_healthy(time.monotonic() + DAEMON_START_TIMEOUT)

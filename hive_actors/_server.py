@@ -11,6 +11,7 @@ import hmac
 import json
 import os
 import secrets
+import select
 import signal
 import socket
 from collections.abc import Iterator
@@ -71,8 +72,44 @@ def parse_tcp(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class _Starter:
+    """The pipe to whoever started the daemon (``--ready-fd``): told once, then closed.
+
+    "ready [TCP ADDRESS...]" when the daemon serves; "error MESSAGE" when it could not
+    start, so that a hivectl that started it in the background can say why.
+    """
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    def ready(self, tcp: str) -> None:
+        self._tell(f"ready {tcp}".rstrip())
+
+    def failed(self, exc: BaseException) -> None:
+        self._tell(f"error {exc}")
+
+    def _tell(self, line: str) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        # One write of at most PIPE_BUF bytes arrives whole: the starter reads it at once.
+        message = line.encode(errors="replace")[: select.PIPE_BUF - 1] + b"\n"
+        with contextlib.suppress(OSError):  # the starter gave up waiting: nobody to tell
+            os.write(fd, message)
+        os.close(fd)
+
+
 def serve(options: ServeOptions) -> None:
     """Run the daemon in the foreground until told to stop. Raises DaemonRunning."""
+    starter = _Starter(options.ready_fd)
+    try:
+        _serve(options, starter)
+    except Exception as exc:
+        starter.failed(exc)  # a no-op once it was told "ready"
+        raise
+
+
+def _serve(options: ServeOptions, starter: _Starter) -> None:
     config = HiveConfig.load(root=options.root)
     config.root.mkdir(parents=True, exist_ok=True)
     lock = DaemonLock(config.root)
@@ -90,10 +127,13 @@ def serve(options: ServeOptions) -> None:
             token = _token(config.root, options.token)
         hive = Hive(root=config.root, shutdown="leave" if options.leave_running else None)
         try:
-            asyncio.run(_run(hive, listeners, token, options.ready_fd, path))
+            asyncio.run(_run(hive, listeners, token, starter, path))
         finally:
             log.info("daemon stopping; terminating running sessions")
             hive.close()
+    except Exception as exc:
+        log.error("daemon failed", error=str(exc), error_type=type(exc).__name__)
+        raise
     finally:
         for listener in listeners:
             listener.close()
@@ -113,7 +153,7 @@ async def _run(
     hive: Hive,
     listeners: list[socket.socket],
     token: str | None,
-    ready_fd: int | None,
+    starter: _Starter,
     path: Path,
 ) -> None:
     loop = asyncio.get_running_loop()
@@ -158,10 +198,7 @@ async def _run(
         socket=str(path),
         tcp=[_address(sock) for sock in listeners[1:]],
     )
-    if ready_fd is not None:  # whoever started us (hivectl, a test) may go on now
-        tcp = " ".join(_address(sock) for sock in listeners[1:])
-        os.write(ready_fd, f"ready {tcp}".rstrip().encode() + b"\n")
-        os.close(ready_fd)
+    starter.ready(" ".join(_address(sock) for sock in listeners[1:]))  # it may go on now
     await asyncio.gather(*tasks)
 
 

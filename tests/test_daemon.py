@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 from httpx_sse import connect_sse
 
 from hive_actors import Hive
@@ -164,6 +165,38 @@ def test_cli_starts_a_daemon_when_none_runs_and_shutdown_stops_it(daemon: Daemon
     # Its work is done once the lock is free; the interpreter itself may take a moment more.
     eventually(lambda: not process_alive(holder))
     assert "no daemon serves" in daemon.cli("shutdown").stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "why", "logged"),
+    [
+        ({"root": "r" * 100}, "hive.sock is longer than 100 bytes; pass a shorter --socket", True),
+        ({"HIVE_MAX_RUNNING": "lots"}, "invalid configuration: HIVE_MAX_RUNNING: Input", False),
+    ],
+    ids=["socket path too long", "bad setting"],
+)
+def test_a_daemon_that_cannot_start_in_the_background_says_why(
+    daemon: Daemon, setting: dict[str, str], why: str, logged: bool
+) -> None:
+    root = daemon.root / setting.pop("root", "")
+    env = {**daemon.env, **setting}
+    done = subprocess.run(
+        [HIVECTL, "--root", str(root), "create", "t"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 5
+    assert done.stderr.startswith(f"hivectl: could not start a daemon for {root}: "), done.stderr
+    assert why in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert not (root / "sessions").exists()  # nothing was made for the session
+    if logged:  # it failed after taking the root's lock, where its log is opened
+        assert '"event": "daemon failed"' in (root / "daemon.log").read_text()
+    else:  # it failed reading its settings, before it touched the root
+        assert not root.exists()
 
 
 def test_socket_is_owner_only_and_http_over_it_does_everything(daemon: Daemon) -> None:

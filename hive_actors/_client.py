@@ -4,6 +4,7 @@ bearer token when given a URL; starts a daemon for the root when none runs (as t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -138,13 +139,17 @@ class Client:
             os.close(read_end)
         if said.startswith(b"ready"):
             return daemon.pid
-        if said.startswith(b"error "):  # it could not start, and says why
-            why = said.removeprefix(b"error ").decode(errors="replace").strip()
-            raise DaemonUnreachable(f"could not start a daemon for {self.root}: {why}")
-        # It exited without serving: often another hivectl started one at the same moment.
+        if ready:  # it answered otherwise, or closed the pipe: it is on its way out
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                daemon.wait(DAEMON_START_TIMEOUT)  # no zombie left to whoever runs us
+        # It exited without serving: often another hivectl started one at the same moment
+        # (ours then says that one serves the root, and that one holds the root's lock).
         if DaemonLock(self.root).held():
             self._wait_healthy(time.monotonic() + DAEMON_START_TIMEOUT)
             return None
+        if said.startswith(b"error "):  # it could not start, and says why
+            why = said.removeprefix(b"error ").decode(errors="replace").strip()
+            raise DaemonUnreachable(f"could not start a daemon for {self.root}: {why}")
         raise DaemonUnreachable(
             f"could not start a daemon for {self.root}; see {self.root / LOG_NAME}"
         )

@@ -14,6 +14,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from hive_actors import Hive
+from hive_actors._client import Client
 from hive_actors.testing import session_processes
 
 from .conftest import HIVECTL, Daemon, eventually, process_alive
@@ -197,6 +198,21 @@ def test_a_daemon_that_cannot_start_in_the_background_says_why(
         assert '"event": "daemon failed"' in (root / "daemon.log").read_text()
     else:  # it failed reading its settings, before it touched the root
         assert not root.exists()
+
+
+def test_a_daemon_started_while_another_serves_the_root_leaves_it_to_that_one(
+    daemon: Daemon,
+) -> None:
+    """Two hivectl starting a daemon at the same moment: the second daemon finds the root
+    taken and says so; its starter waits for the first one instead of failing."""
+    daemon.start()
+    pid = daemon.process.pid if daemon.process else 0
+    client = Client(daemon.root)
+    try:
+        assert client._start_daemon() is None  # none of its own: the other one serves
+        assert client.call("GET", "/health")["pid"] == pid
+    finally:
+        client.close()
 
 
 def test_socket_is_owner_only_and_http_over_it_does_everything(daemon: Daemon) -> None:

@@ -20,11 +20,11 @@ demo: $(STAMP)
 	$(BIN)/python -m hive_actors.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check hive_actors tests
-	$(BIN)/ruff format --check hive_actors tests
+	$(BIN)/ruff check hive_actors tests bench
+	$(BIN)/ruff format --check hive_actors tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy hive_actors
+	$(BIN)/mypy hive_actors bench
 
 browser:
 	scripts/install-browser

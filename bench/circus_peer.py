@@ -135,7 +135,7 @@ class Circus:
         self._handlers.append(handler)
 
     def _listen(self) -> None:
-        socket = zmq.Context.instance().socket(zmq.SUB)
+        socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
         socket.setsockopt(zmq.LINGER, 0)
         # No high-water mark on our side: zmq's own thread queues what this one has not
         # read yet, instead of dropping it (the default drops past 1,000 messages).

@@ -1,6 +1,6 @@
 """hive_actors benchmarks: each workload against its baseline, measured in the same run.
 
-    python bench/run.py [WORKLOAD ...] [--rounds R] [--quick]
+    python bench/run.py [WORKLOAD ...] [--rounds R] [--quick | --scale S]
 
 Workloads: lifecycle, live, latency, fanout, recovery (default: all). Each prints one JSON
 line per figure: the median of R rounds, the baseline measured alongside, and their ratio.
@@ -135,8 +135,13 @@ def floor_lifecycle(root: Path, sessions: int, concurrency: int) -> float:
         (work / "exit").write_text(str(code))
 
     per_thread = sessions // concurrency
+
+    def work(thread: int) -> None:
+        for index in range(thread * per_thread, (thread + 1) * per_thread):
+            one(index)
+
     started = time.perf_counter()
-    run_threads(concurrency, lambda t: [one(t * per_thread + i) for i in range(per_thread)])
+    run_threads(concurrency, work)
     return time.perf_counter() - started
 
 
@@ -302,6 +307,15 @@ EXITS = 200
 """Agents killed one at a time from outside the manager: their exit, to the subscriber."""
 
 
+def _live_shares(names: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """The live sessions split into those stopped one at a time, those whose agent is
+    killed from outside, and the rest (stopped at once): SINGLE_STOPS and EXITS, or fewer
+    on a small run, so that at least half of them are left for the mass stop."""
+    single = min(SINGLE_STOPS, len(names) // 8)
+    exits = single + min(EXITS, len(names) // 4)
+    return names[:single], names[single:exits], names[exits:]
+
+
 def bench_live(sizes: list[int], peer_sizes: list[int]) -> None:
     for sessions in sizes:
         hive_live(sessions)
@@ -361,15 +375,16 @@ def hive_live(sessions: int) -> None:
         time.sleep(3)  # idle CPU with every agent alive: the measurement is the wait
         idle_cpu = (time.process_time() - cpu_before) / (time.perf_counter() - idle_start)
 
+        one_by_one, killed, rest = _live_shares(ids)
         signalled, observed = [], []
-        for session_id in ids[:SINGLE_STOPS]:  # one at a time, all the others still alive
+        for session_id in one_by_one:  # one at a time, all the others still alive
             started = time.perf_counter()
             hive.terminate_session(session_id, grace=5)
             signalled.append(time.perf_counter() - started)
             stopped.acquire()
             observed.append(ended[session_id] - started)
         exits = []
-        for session_id in ids[SINGLE_STOPS : SINGLE_STOPS + EXITS]:  # the same, on its own
+        for session_id in killed:  # the same, on its own
             agent = _agent_of(hive.get_session_info(session_id).pid)
             started = time.perf_counter()
             os.kill(agent, signal.SIGKILL)
@@ -377,12 +392,12 @@ def hive_live(sessions: int) -> None:
             exits.append(ended[session_id] - started)
         latencies.clear()
         delivered.clear()
-        rest = ids[SINGLE_STOPS + EXITS :]
-        started, to_stop = _stop_at_once(
-            lambda t: [hive.terminate_session(s, grace=5) for s in rest[t::16]],
-            stopped.acquire,
-            rest,
-        )
+
+        def stop(thread: int) -> None:
+            for session_id in rest[thread::16]:
+                hive.terminate_session(session_id, grace=5)
+
+        started, to_stop = _stop_at_once(stop, stopped.acquire, rest)
         timings = _timings(created, went_running, to_running, started, to_stop, ended, rest)
         emit(
             "live_scale",
@@ -482,7 +497,7 @@ def circus_live(sessions: int) -> None:
         rss_before = circus.rss_kib()
         per_thread = sessions // 16
         names = [f"s{t}-{i}" for t in range(16) for i in range(per_thread)]
-        rest = names[SINGLE_STOPS + EXITS :]
+        one_by_one, killed, rest = _live_shares(names)
 
         def add(thread: int) -> None:
             client = circus.client()
@@ -519,12 +534,12 @@ def circus_live(sessions: int) -> None:
             client = circus.client()
             observed, exits = [], []
             try:
-                for name in names[:SINGLE_STOPS]:
+                for name in one_by_one:
                     started = time.perf_counter()
                     call(client, "stop", name=name)
                     wait(reaped, "reap")
                     observed.append(ended[name] - started)
-                for name in names[SINGLE_STOPS : SINGLE_STOPS + EXITS]:
+                for name in killed:
                     (agent,) = call(client, "list", name=name)["pids"]
                     started = time.perf_counter()
                     os.kill(agent, signal.SIGKILL)
@@ -710,6 +725,7 @@ def bench_fanout(events: int) -> None:
                 subscribers=subscribers,
                 events=events,
                 deliveries_per_s=round(events * subscribers / elapsed),
+                target_per_s_one_subscriber=100_000 if subscribers == 1 else None,
                 note="bus to callbacks only: events already journaled",
             )
         started = time.perf_counter()
@@ -801,17 +817,45 @@ def bench_recovery(sessions: int) -> None:
 WORKLOADS = ("lifecycle", "live", "latency", "fanout", "recovery")
 
 
+def _scale(text: str) -> float:
+    """--scale's value: a share of the full sizes, small enough to leave 16 sessions."""
+    try:
+        scale = float(text)
+    except ValueError:
+        scale = 0.0
+    if not 0.016 <= scale <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number from 0.016 to 1")
+    return scale
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("workloads", nargs="*", choices=[*WORKLOADS, []], default=[])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "workloads", nargs="*", metavar="WORKLOAD", help=f"{', '.join(WORKLOADS)} (default: all)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    scaled = parser.add_mutually_exclusive_group()
+    scaled.add_argument(
+        "--scale",
+        type=_scale,
+        default=1.0,
+        metavar="S",
+        help="every workload's size times S, from 0.016 to 1",
+    )
+    scaled.add_argument(
+        "--quick", dest="scale", action="store_const", const=0.2, help="the same as --scale 0.2"
+    )
     parser.add_argument(
         "--live", type=int, nargs="+", default=[1000, 5000], help="live-scale sizes"
     )
     parser.add_argument("--no-peer", action="store_true", help="leave circus out")
     parser.add_argument("--plot", type=Path, help="draw lifecycle throughput to this PNG")
     options = parser.parse_args()
+    unknown = [name for name in options.workloads if name not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workload {unknown[0]!r}; choose from {', '.join(WORKLOADS)}")
     structlog.configure(logger_factory=structlog.stdlib.LoggerFactory())
     logging.basicConfig(level=logging.ERROR)
     emit(
@@ -821,7 +865,7 @@ def main() -> int:
         date=dt.datetime.now(dt.UTC).date().isoformat(),
     )
     with scratch():
-        size = 0.2 if options.quick else 1.0
+        size = options.scale
         chosen = options.workloads or list(WORKLOADS)
         sessions = int(1000 * size) // 16 * 16  # 16 callers with an equal share
         if "lifecycle" in chosen:

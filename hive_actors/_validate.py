@@ -108,7 +108,10 @@ def metadata_json(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidMetadata(f"metadata is not valid JSON: {exc}") from None
+        raise InvalidMetadata(
+            f"metadata is not valid JSON ({exc}); give a JSON object, "
+            'e.g. \'{"team": "search"}\', or null for none'
+        ) from None
     return metadata(value)
 
 

@@ -20,6 +20,7 @@ from hive_actors import (
     InvalidTask,
     SessionNotFound,
 )
+from hive_actors._validate import metadata_json
 
 from .conftest import Hives
 
@@ -152,3 +153,17 @@ def test_a_corrupt_registry_is_reported_not_replaced(hives: Hives, tmp_path: Pat
     with pytest.raises(CorruptState, match="not a readable hive registry"):
         Hive(root=root)
     assert (root / "registry.db").read_bytes() == b"this is not sqlite" * 100
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("team=search", r"not valid JSON \(Expecting value.*\); give a JSON object, e\.g\."),
+        ("[1, 2]", r"must be a JSON object \(a dict\), not list"),
+    ],
+)
+def test_metadata_given_as_text_is_refused_saying_what_is_accepted(text: str, message: str) -> None:
+    with pytest.raises(InvalidMetadata, match=message):
+        metadata_json(text)
+    assert metadata_json(" null ") == metadata_json("") == {}
+    assert metadata_json('{"team": "search"}') == {"team": "search"}

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import math
 import os
 import sys
 import threading
@@ -160,6 +161,7 @@ def _output_dir(options: argparse.Namespace) -> int:
 
 
 def _log(options: argparse.Namespace) -> int:
+    _not_negative(options, "tail")
     client = _client(options)
     if options.follow:
         for chunk in client.log_stream(_id(options)):
@@ -193,7 +195,7 @@ def _send(options: argparse.Namespace) -> int:
 
 
 def _events(options: argparse.Namespace) -> int:
-    since = options.since
+    since = _not_negative(options, "since")
     if since is None and not options.follow:
         since = 0
     session_id = None if options.session_id is None else _id(options)
@@ -203,7 +205,8 @@ def _events(options: argparse.Namespace) -> int:
 
 
 def _wait(options: argparse.Namespace) -> int:
-    status = _wait_settled(_client(options), _id(options), options.timeout)
+    timeout = _not_negative(options, "timeout")
+    status = _wait_settled(_client(options), _id(options), timeout)
     _out(status)
     return _exit_for(status)
 
@@ -266,6 +269,7 @@ def _serve(options: argparse.Namespace) -> int:
 
 
 def _shutdown(options: argparse.Namespace) -> int:
+    _not_negative(options, "timeout")
     root = _root(options)
     client = _client(options, autostart=False)
     try:
@@ -314,6 +318,15 @@ def _client(options: argparse.Namespace, autostart: bool = True) -> Client:
 def _id(options: argparse.Namespace) -> str:
     """The session id argument, checked here: a malformed one must never reach a URL path."""
     return _validate.session_id(options.session_id)
+
+
+def _not_negative(options: argparse.Namespace, name: str) -> Any:
+    """The number given for ``--name``, checked before any daemon is asked: none, or a
+    finite number, 0 or more."""
+    value = getattr(options, name)
+    if value is not None and not (value >= 0 and math.isfinite(value)):
+        raise InvalidInput(f"--{name} must be a number, 0 or more, not {value}")
+    return value
 
 
 def _agent_args(args: list[str]) -> list[str]:

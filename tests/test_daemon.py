@@ -108,6 +108,10 @@ def test_errors_have_one_line_and_a_distinct_exit_code(daemon: Daemon) -> None:
         (("create", "t", "high", "[1,2]"), 4, ""),
         (("create", ""), 4, ""),
         (("start", session_id), 6, ""),
+        (("wait", session_id, "--timeout", "-1"), 4, ""),
+        (("wait", session_id, "--timeout", "nan"), 4, ""),
+        (("log", session_id, "--tail", "-3"), 4, ""),
+        (("events", "--since", "-5"), 4, ""),
         (("frobnicate",), 2, ""),
     ]
     for args, code, stdout in cases:
@@ -117,15 +121,22 @@ def test_errors_have_one_line_and_a_distinct_exit_code(daemon: Daemon) -> None:
         if code not in (0, 2):
             assert done.stderr.startswith("hivectl: "), done.stderr
             assert done.stderr.count("\n") == 1, done.stderr
-    unreachable = subprocess.run(
-        [HIVECTL, "--root", str(daemon.root / "nowhere"), "--no-autostart", "status", UNKNOWN],
-        capture_output=True,
-        text=True,
-        env=daemon.env,
-        check=False,
-    )
+
+    def nowhere(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [HIVECTL, "--root", str(daemon.root / "nowhere"), "--no-autostart", *args],
+            capture_output=True,
+            text=True,
+            env=daemon.env,
+            check=False,
+        )
+
+    unreachable = nowhere("status", UNKNOWN)
     assert unreachable.returncode == 5
     assert "no hive daemon answers" in unreachable.stderr
+    refused_first = nowhere("wait", UNKNOWN, "--timeout", "-1")  # before a daemon is asked
+    assert refused_first.returncode == 4
+    assert refused_first.stderr == "hivectl: --timeout must be a number, 0 or more, not -1.0\n"
 
 
 def test_wait_and_run_exit_codes(daemon: Daemon) -> None:

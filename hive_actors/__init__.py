@@ -24,6 +24,7 @@ from hive_actors.errors import (
     InvalidTask,
     InvalidTransition,
     RestartIntensityExceeded,
+    RootInUse,
     SessionNotFound,
     WorkspaceError,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "InvalidTransition",
     "NOT_FOUND",
     "RestartIntensityExceeded",
+    "RootInUse",
     "SessionContext",
     "SessionCreatedEvent",
     "SessionInfo",

@@ -15,6 +15,7 @@ from hive_actors import _workspace
 from hive_actors._clock import Clock
 from hive_actors._config import HiveConfig
 from hive_actors._events import EventBus
+from hive_actors._lockfile import HiveLock
 from hive_actors._metrics import Metrics
 from hive_actors._models import (
     EventBase,
@@ -32,7 +33,7 @@ from hive_actors._slots import Slots
 from hive_actors._states import Status, check_transition
 from hive_actors._table import SessionTable
 from hive_actors._timers import Timers
-from hive_actors.errors import WorkspaceError
+from hive_actors.errors import RootInUse, WorkspaceError
 
 ACTOR_THREADS = 8
 
@@ -41,15 +42,30 @@ class HiveCore:
     def __init__(self, config: HiveConfig, clock: Clock) -> None:
         self.config = config
         self.clock = clock
-        for directory in (config.root, config.sessions_dir, config.logs_dir):
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise WorkspaceError(directory, exc) from exc
-        self.bus = EventBus()
-        self.registry = Registry(
-            config.registry_path, self.bus.publish, created=clock.now().isoformat()
-        )
+        try:
+            config.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkspaceError(config.root, exc) from exc
+        self.lock = HiveLock(config.root)
+        try:
+            acquired = self.lock.acquire()  # before anything of the root is read or written
+        except OSError as exc:
+            raise WorkspaceError(self.lock.path, exc) from exc
+        if not acquired:
+            raise RootInUse(config.root, self.lock.holder())
+        try:
+            for directory in (config.sessions_dir, config.logs_dir):
+                try:
+                    directory.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise WorkspaceError(directory, exc) from exc
+            self.bus = EventBus()
+            self.registry = Registry(
+                config.registry_path, self.bus.publish, created=clock.now().isoformat()
+            )
+        except BaseException:
+            self.lock.release()
+            raise
         self.table = SessionTable()
         self.pool = ActorPool(ACTOR_THREADS)
         self.timers = Timers(clock)
@@ -65,6 +81,7 @@ class HiveCore:
         self.reaper.close(leave_running)
         self.timers.close()
         self.registry.close()
+        self.lock.release()  # the last: the next Hive may adopt what was left running
 
     def register(self, info: SessionInfo) -> None:
         """Record a newly created session and announce it."""

@@ -1,7 +1,13 @@
-"""One daemon per root: an flock on ``<root>/daemon.lock`` that also records the holder's pid.
+"""Locks on a root: an flock on a file that also records the holder's pid.
 
-The kernel drops the lock when the holder dies, however it dies, so a stale pid in the file
-never blocks a new daemon, and a waiter is woken the moment the holder exits.
+``<root>/hive.lock`` is held by the one Hive that manages the root's sessions (its
+supervisors own the agents: a second Hive would adopt them too). ``<root>/daemon.lock``
+is held by the one daemon serving the root, from before it opens its Hive until after
+it has closed it, so that hivectl can tell a daemon that is starting or stopping.
+
+The kernel drops a lock when its holder dies, however it dies, so a stale pid in the file
+never blocks the next holder, and a waiter is woken the moment the holder exits. An flock
+belongs to one open file: a second Hive in the same process is refused as well.
 """
 
 from __future__ import annotations
@@ -13,11 +19,12 @@ import threading
 from pathlib import Path
 
 LOCK_NAME = "daemon.lock"
+HIVE_LOCK_NAME = "hive.lock"
 
 
-class DaemonLock:
-    def __init__(self, root: Path) -> None:
-        self.path = root / LOCK_NAME
+class PidLock:
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self._fd: int | None = None
 
     def acquire(self) -> bool:
@@ -70,7 +77,7 @@ class DaemonLock:
         released = threading.Event()
 
         def take() -> None:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # blocks until the daemon lets go
+            fcntl.flock(fd, fcntl.LOCK_SH)  # blocks until the holder lets go
             released.set()
 
         waiter = threading.Thread(target=take, daemon=True)
@@ -80,3 +87,17 @@ class DaemonLock:
             os.close(fd)
         # else: the waiter still blocks on fd; the process is about to report a timeout
         return released.is_set()
+
+
+class DaemonLock(PidLock):
+    """One daemon per root."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root / LOCK_NAME)
+
+
+class HiveLock(PidLock):
+    """One Hive per root."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root / HIVE_LOCK_NAME)

@@ -13,6 +13,7 @@
     ├── InvalidTransition
     ├── RestartIntensityExceeded
     ├── HiveClosed
+    ├── RootInUse
     ├── CorruptState
     └── WorkspaceError
 
@@ -22,6 +23,7 @@ and what would have been accepted.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "InvalidTask",
     "InvalidTransition",
     "RestartIntensityExceeded",
+    "RootInUse",
     "SessionNotFound",
     "WorkspaceError",
 ]
@@ -136,6 +139,26 @@ class HiveClosed(HiveError):
 
     def __init__(self) -> None:
         super().__init__("this Hive is closed; create a new Hive to manage sessions")
+
+
+class RootInUse(HiveError):
+    """Another Hive (in this process or another, a daemon's included) manages the root.
+
+    Two would both supervise its sessions and adopt the same agents, so the second is
+    refused; nothing was changed on the root.
+    """
+
+    def __init__(self, root: object, pid: int | None) -> None:
+        self.root = root
+        self.pid = pid
+        if pid == os.getpid():
+            who = "another Hive of this process"
+        else:
+            who = f"a Hive in process {pid}" if pid else "a Hive in another process"
+        super().__init__(
+            f"{who} already manages {root}; close it, drive it (a daemon: hivectl or "
+            "its HTTP API), or open another root"
+        )
 
 
 class CorruptState(HiveError):

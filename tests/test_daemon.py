@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import stat
 import subprocess
@@ -224,6 +225,18 @@ def test_a_daemon_started_while_another_serves_the_root_leaves_it_to_that_one(
         assert client.call("GET", "/health")["pid"] == pid
     finally:
         client.close()
+
+
+def test_hivectl_says_which_process_manages_a_root_it_cannot_serve(daemon: Daemon) -> None:
+    with Hive(root=daemon.root, command=["true"]):  # an orchestrator's own, in-process
+        done = daemon.cli("create", "t")
+        assert done.returncode == 5
+        assert done.stderr == (
+            f"hivectl: could not start a daemon for {daemon.root}: a Hive in process "
+            f"{os.getpid()} already manages {daemon.root}; close it, drive it (a daemon: "
+            "hivectl or its HTTP API), or open another root\n"
+        )
+    assert daemon.cli("create", "t").returncode == 0  # free again: a daemon starts
 
 
 def test_socket_is_owner_only_and_http_over_it_does_everything(daemon: Daemon) -> None:

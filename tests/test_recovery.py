@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
@@ -11,7 +12,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from hive_actors import Hive
+import pytest
+
+from hive_actors import Hive, RootInUse
 from hive_actors._process import read_status, signal_each
 from hive_actors.testing import session_processes
 
@@ -228,3 +231,55 @@ def test_an_exit_status_is_read_only_whole(tmp_path: Path) -> None:
     assert read_status(status) == 143
     status.write_text("garbage\n")
     assert read_status(status) is None
+
+
+def test_a_second_hive_on_a_root_is_refused_and_changes_nothing(hives: Hives, ready) -> None:
+    first = hives.open()
+    signal_ = ready()
+    session_id = first.create_session("mine", args=["--sleep", "inf", "--ready", str(signal_.path)])
+    first.start_session(session_id)
+    signal_.wait()
+    with pytest.raises(
+        RootInUse, match=f"another Hive of this process already manages {first.root}"
+    ):
+        hives.open()  # it would adopt the running agent as if the first had died
+    assert first.status(session_id) == "running"  # the first still owns it, and works
+    assert first.terminate_session(session_id, grace=0) == "stopping"
+    assert first.wait(session_id, timeout=10) == "terminated"
+    first.close()
+
+    second = hives.open()  # the root is free once the first is closed
+    assert second.status(session_id) == "terminated"
+    assert not any(event.recovered for event in second.events(since=0))  # none adopted
+
+
+def test_a_hive_in_another_process_holds_the_root_until_that_process_dies(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    script = textwrap.dedent(
+        """
+        import sys
+        from hive_actors import Hive
+        hive = Hive(root=sys.argv[1])
+        print("open", flush=True)
+        sys.stdin.read()  # until killed
+        """
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None
+        assert select.select([holder.stdout], [], [], 60)[0], "the holder did not open its Hive"
+        assert holder.stdout.readline() == b"open\n"
+        with pytest.raises(RootInUse, match=f"a Hive in process {holder.pid} already manages"):
+            Hive(root=root)
+    finally:
+        holder.kill()  # no close: the kernel drops its lock as it dies
+        holder.wait(30)
+        for stream in (holder.stdin, holder.stdout):
+            if stream is not None:
+                stream.close()
+    with Hive(root=root) as hive:
+        assert hive.list_sessions() == []

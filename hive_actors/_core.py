@@ -9,6 +9,7 @@ its own turn, so a session's events come out in the order its supervisor decided
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from hive_actors import _workspace
@@ -42,17 +43,7 @@ class HiveCore:
     def __init__(self, config: HiveConfig, clock: Clock) -> None:
         self.config = config
         self.clock = clock
-        try:
-            config.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise WorkspaceError(config.root, exc) from exc
-        self.lock = HiveLock(config.root)
-        try:
-            acquired = self.lock.acquire()  # before anything of the root is read or written
-        except OSError as exc:
-            raise WorkspaceError(self.lock.path, exc) from exc
-        if not acquired:
-            raise RootInUse(config.root, self.lock.holder())
+        self.lock = _hold_root(config.root)
         try:
             for directory in (config.sessions_dir, config.logs_dir):
                 try:
@@ -63,18 +54,18 @@ class HiveCore:
             self.registry = Registry(
                 config.registry_path, self.bus.publish, created=clock.now().isoformat()
             )
+            self.table = SessionTable()
+            self.pool = ActorPool(ACTOR_THREADS)
+            self.timers = Timers(clock)
+            self.reaper = Reaper(Sweeper(self.timers))
+            self.metrics = Metrics(
+                self.table.all, lambda: self.bus.subscriber_count, self.reaper.live_count
+            )
+            self.bus.observe(self.metrics.observe)
+            self.slots = Slots(config.max_running)
         except BaseException:
-            self.lock.release()
+            self.lock.release()  # a Hive that did not open leaves the root to the next
             raise
-        self.table = SessionTable()
-        self.pool = ActorPool(ACTOR_THREADS)
-        self.timers = Timers(clock)
-        self.reaper = Reaper(Sweeper(self.timers))
-        self.metrics = Metrics(
-            self.table.all, lambda: self.bus.subscriber_count, self.reaper.live_count
-        )
-        self.bus.observe(self.metrics.observe)
-        self.slots = Slots(config.max_running)
 
     def close(self, leave_running: bool = False) -> None:
         self.pool.shutdown()
@@ -170,3 +161,16 @@ class HiveCore:
         _workspace.write_info(new.working_dir, new)
         self.registry.update(new, events, lambda: self.table.put(new))
         return new
+
+
+def _hold_root(root: Path) -> HiveLock:
+    """Take the root's Hive lock, before anything of the root is read or written."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = HiveLock(root)
+        acquired = lock.acquire()
+    except OSError as exc:
+        raise WorkspaceError(root, exc) from exc
+    if not acquired:
+        raise RootInUse(root, lock.holder())
+    return lock

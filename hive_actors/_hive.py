@@ -116,7 +116,11 @@ class Hive:
         self._executes = 0
         self._reused = 0
         self._subscriptions: dict[int, Subscription] = {}
-        self._manager = SessionManager.start(self._core)
+        try:
+            self._manager = SessionManager.start(self._core)
+        except BaseException:
+            self._core.close()  # and with it the root, for the next Hive
+            raise
         self._maintenance = Maintenance(self._core, self.cleanup)
         try:
             recover(self._core, self._start_child)

@@ -7,7 +7,9 @@ it has closed it, so that hivectl can tell a daemon that is starting or stopping
 
 The kernel drops a lock when its holder dies, however it dies, so a stale pid in the file
 never blocks the next holder, and a waiter is woken the moment the holder exits. An flock
-belongs to one open file: a second Hive in the same process is refused as well.
+belongs to one open file: a second Hive in the same process is refused as well, and a
+child forked without exec (multiprocessing's "fork") would keep its copy of the file open
+and the root locked after the parent let go, so a forked child closes its copies at once.
 """
 
 from __future__ import annotations
@@ -16,10 +18,29 @@ import contextlib
 import fcntl
 import os
 import threading
+import weakref
 from pathlib import Path
 
 LOCK_NAME = "daemon.lock"
 HIVE_LOCK_NAME = "hive.lock"
+
+
+_held: weakref.WeakSet[PidLock] = weakref.WeakSet()
+"""The locks this process holds."""
+
+
+def _not_in_a_forked_child() -> None:
+    """The child of a fork holds none of its parent's locks: close its copies of their
+    files (never unlock: the lock is the parent's, and stays in force for it)."""
+    for lock in list(_held):
+        if lock._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(lock._fd)
+            lock._fd = None
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_not_in_a_forked_child)
 
 
 class PidLock:
@@ -38,9 +59,11 @@ class PidLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        _held.add(self)
         return True
 
     def release(self) -> None:
+        _held.discard(self)
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)

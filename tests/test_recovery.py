@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -283,3 +284,23 @@ def test_a_hive_in_another_process_holds_the_root_until_that_process_dies(tmp_pa
                 stream.close()
     with Hive(root=root) as hive:
         assert hive.list_sessions() == []
+
+
+def test_a_child_forked_without_exec_does_not_keep_the_root_locked(hives: Hives) -> None:
+    first = hives.open()
+    told, tell = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns of a fork with threads running
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child = os.fork()
+    if child == 0:  # as a multiprocessing "fork" worker would: lives on, execs nothing
+        os.close(tell)
+        os.read(told, 1)
+        os._exit(0)
+    os.close(told)
+    try:
+        first.close()
+        second = hives.open()  # while the child, forked with the first's lock, lives
+        assert second.list_sessions() == []
+    finally:
+        os.close(tell)  # the child reads end-of-file and exits
+        os.waitpid(child, 0)

@@ -387,6 +387,10 @@ async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse
     assert isinstance(exc, RequestValidationError)
     problems = []
     for error in exc.errors():
+        if error["type"] == "json_invalid":  # its loc is the character, not a field
+            why = error.get("ctx", {}).get("error", error["msg"])
+            problems.append(f"body is not valid JSON ({why}, at character {error['loc'][-1]})")
+            continue
         where = ".".join(str(part) for part in error["loc"] if part != "body") or "body"
         problems.append(f"{where}: {error['msg']}")
     return JSONResponse({"error": "invalid_input", "message": "; ".join(problems)}, status_code=422)

@@ -271,6 +271,17 @@ def test_socket_is_owner_only_and_http_over_it_does_everything(daemon: Daemon) -
         assert bad.status_code == 422
         assert bad.json()["error"] == "invalid_input"
         assert "priority" in bad.json()["message"]
+        garbled = http.post(
+            "/sessions", content=b"{task: 1}", headers={"content-type": "application/json"}
+        )
+        assert (garbled.status_code, garbled.json()) == (
+            422,
+            {
+                "error": "invalid_input",
+                "message": "body is not valid JSON (Expecting property name enclosed in "
+                "double quotes, at character 1)",
+            },
+        )
         assert http.get(f"/sessions/{UNKNOWN}").json()["error"] == "not_found"
         assert http.post(f"/sessions/{session_id}/start", json={}).status_code == 409
         assert http.get("/sessions/not-a-uuid/status").status_code == 422

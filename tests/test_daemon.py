@@ -236,6 +236,9 @@ def test_hivectl_says_which_process_manages_a_root_it_cannot_serve(daemon: Daemo
             f"{os.getpid()} already manages {daemon.root}; close it, drive it (a daemon: "
             "hivectl or its HTTP API), or open another root\n"
         )
+        served = daemon.cli("serve")  # in the foreground: the same refusal, as a conflict
+        assert served.returncode == 6
+        assert f"a Hive in process {os.getpid()} already manages" in served.stderr
     assert daemon.cli("create", "t").returncode == 0  # free again: a daemon starts
 
 

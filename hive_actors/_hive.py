@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
+import os
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -46,9 +49,26 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 _REPLY_TIMEOUT = 60.0
+"""The longest an API call waits for an actor's answer; actors answer in milliseconds."""
 _STOP_MARGIN = 10.0
 """How long past the grace period close() waits for agents to be reaped."""
-"""The longest an API call waits for an actor's answer; actors answer in milliseconds."""
+
+_open_hives: weakref.WeakSet[Hive] = weakref.WeakSet()
+"""Hives of this process not closed yet (a forked child has none: their threads, which
+alone could close them, were not forked with it)."""
+os.register_at_fork(after_in_child=_open_hives.clear)
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """A Hive still open when the interpreter exits is closed as its ``with`` block would
+    have closed it: its running sessions are stopped (or left, with ``shutdown="leave"``)
+    and recorded, rather than left to the next Hive to find as after a crash."""
+    for hive in list(_open_hives):
+        try:
+            hive.close()
+        except Exception:
+            log.exception("could not close a Hive at exit", root=str(hive.root))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +148,7 @@ class Hive:
             self._shutdown_tree()
             raise
         self._maintenance.start()
+        _open_hives.add(self)
 
     # -- lifecycle of the Hive itself -------------------------------------------------------
 
@@ -184,6 +205,7 @@ class Hive:
                     log.error("session did not stop at shutdown", session_id=session_id)
             self._maintenance.close()
             self._closed = True
+            _open_hives.discard(self)
             for subscription in list(self._subscriptions.values()):
                 subscription.close()
             self._subscriptions.clear()

@@ -19,7 +19,7 @@ from hive_actors import Hive, RootInUse
 from hive_actors._process import read_status, signal_each
 from hive_actors.testing import session_processes
 
-from .conftest import Daemon, Hives, eventually, process_alive
+from .conftest import Daemon, Hives, eventually, kill_leftovers, process_alive
 
 
 def _crash_after(root: Path, *calls: str) -> list[str]:
@@ -304,3 +304,74 @@ def test_a_child_forked_without_exec_does_not_keep_the_root_locked(hives: Hives)
     finally:
         os.close(tell)  # the child reads end-of-file and exits
         os.waitpid(child, 0)
+
+
+def _run_script(body: str, root: Path) -> list[str]:
+    """Run ``body`` in a fresh interpreter with ``root`` as sys.argv[1]; its stdout words.
+
+    Whatever it leaves is killed: its own process group (a child it forked) if it does
+    not finish in time, and the processes of every session made on ``root``.
+    """
+    script = "import os, sys\nfrom hive_actors import Hive\n"
+    script += "from hive_actors.testing import fake_agent_command\n" + textwrap.dedent(body)
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=45)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    finally:
+        kill_leftovers([root / "sessions"])
+    assert process.returncode == 0, stderr
+    return stdout.split()
+
+
+def test_a_hive_left_open_at_exit_is_closed_like_a_with_block(hives: Hives, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    session_id, agent = _run_script(
+        """
+        hive = Hive(root=sys.argv[1], command=fake_agent_command())
+        session_id = hive.create_session("forgotten", args=["--sleep", "inf"])
+        hive.start_session(session_id)
+        print(session_id, hive.get_session_info(session_id).pid, flush=True)
+        # no close(): the interpreter exits
+        """,
+        root,
+    )
+    assert not process_alive(int(agent))
+    hive = hives.open(root=root)
+    info = hive.get_session_info(session_id)
+    assert (info.status, info.reason) == ("terminated", "shutdown")
+    assert not any(event.recovered for event in hive.events(since=0))  # closed, not crashed
+
+
+def test_a_forked_child_that_exits_does_not_close_its_parents_hive(
+    hives: Hives, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    (session_id,) = _run_script(
+        """
+        import warnings
+        hive = Hive(root=sys.argv[1], command=fake_agent_command())
+        session_id = hive.create_session("parent's", args=["--sleep", "inf"])
+        hive.start_session(session_id)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            child = os.fork()
+        if child == 0:
+            sys.exit(0)  # a normal exit runs the child's atexit handlers
+        os.waitpid(child, 0)
+        assert hive.status(session_id) == "running", hive.status(session_id)
+        print(session_id, flush=True)
+        """,
+        root,
+    )
+    hive = hives.open(root=root)  # the parent closed its Hive itself, at its own exit
+    assert hive.get_session_info(session_id).reason == "shutdown"

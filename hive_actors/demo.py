@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from hive_actors import TERMINAL, Event, Hive
+from hive_actors import TERMINAL, Event, Hive, RootInUse
 from hive_actors.testing import fake_agent_command
 
 TASKS = [
@@ -45,8 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     root = options.root or os.environ.get("HIVE_ROOT") or tempfile.mkdtemp(prefix="hive-demo-")
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
+    try:
+        hive = Hive(root=root, command=fake_agent_command(), grace_period=2)
+    except RootInUse as exc:  # e.g. $HIVE_ROOT is the root a daemon serves
+        print(f"demo: {exc}; for the demo, give --root DIR or unset HIVE_ROOT", file=sys.stderr)
+        return 1
     print(f"hive root: {root}\n")
-    with Hive(root=root, command=fake_agent_command(), grace_period=2) as hive:
+    with hive:
         since = hive.last_seq
         ids = []
         for task, priority, args in TASKS:

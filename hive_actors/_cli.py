@@ -199,8 +199,14 @@ def _events(options: argparse.Namespace) -> int:
     if since is None and not options.follow:
         since = 0
     session_id = None if options.session_id is None else _id(options)
+    last = since
     for event in _client(options).events(session_id, since, options.follow):
         _out(json.dumps(event, ensure_ascii=False))
+        last = event["seq"]
+    if options.follow:  # a followed stream ends only when the daemon stops
+        again = ["hivectl events", session_id, None if last is None else f"--since {last}"]
+        resume = " ".join(part for part in again if part)
+        raise CliError(f"the daemon stopped; to go on: {resume}", EXIT_UNREACHABLE)
     return EXIT_OK
 
 

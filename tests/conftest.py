@@ -287,9 +287,12 @@ class Daemon:
     def cleanup(self) -> None:
         with contextlib.suppress(Exception):
             self.stop()
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait(10)
+            if self.process.stderr is not None:  # also of one that stopped on its own
+                self.process.stderr.close()
         kill_leftovers([self.root / "sessions"])
 
 

@@ -537,3 +537,33 @@ def test_events_verb_streams_until_interrupted(daemon: Daemon) -> None:
         "running",
         "completed",
     ]
+
+
+def test_a_followed_event_stream_says_where_to_resume_when_the_daemon_stops(
+    daemon: Daemon,
+) -> None:
+    daemon.start()
+    session_id = _create(daemon, "followed")
+    follower = subprocess.Popen(
+        [HIVECTL, "--root", str(daemon.root), "events", session_id, "--since", "0"],
+        env=daemon.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        first, second = (json.loads(follower.stdout.readline()) for _ in range(2))
+        assert [first["type"], second["type"]] == ["session.created", "session.status"]
+        assert daemon.cli("shutdown").returncode == 0
+        out, err = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.communicate()
+    assert follower.returncode == 5  # not a clean end: a supervisor should start it again
+    assert out == ""
+    assert err == (
+        f"hivectl: the daemon stopped; to go on: hivectl events {session_id} "
+        f"--since {second['seq']}\n"
+    )

@@ -503,16 +503,21 @@ def test_the_seeds_concurrent_spawn_script_runs_with_hivectl(daemon: Daemon) -> 
     assert "started one" in done.stderr  # the first hivectl started the daemon
 
 
-def test_events_verb_streams_until_interrupted(daemon: Daemon) -> None:
-    daemon.start()
-    session_id = _create(daemon, "streamed")
-    follower = subprocess.Popen(
+def _follow(daemon: Daemon, session_id: str) -> subprocess.Popen[str]:
+    """``hivectl events UUID --since 0``, running: the session's journal, then live."""
+    return subprocess.Popen(
         [HIVECTL, "--root", str(daemon.root), "events", session_id, "--since", "0"],
         env=daemon.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_events_verb_streams_until_interrupted(daemon: Daemon) -> None:
+    daemon.start()
+    session_id = _create(daemon, "streamed")
+    follower = _follow(daemon, session_id)
     assert follower.stdout is not None
     lines: list[dict] = []
     reader = threading.Thread(
@@ -544,13 +549,7 @@ def test_a_followed_event_stream_says_where_to_resume_when_the_daemon_stops(
 ) -> None:
     daemon.start()
     session_id = _create(daemon, "followed")
-    follower = subprocess.Popen(
-        [HIVECTL, "--root", str(daemon.root), "events", session_id, "--since", "0"],
-        env=daemon.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    follower = _follow(daemon, session_id)
     try:
         assert follower.stdout is not None
         first, second = (json.loads(follower.stdout.readline()) for _ in range(2))

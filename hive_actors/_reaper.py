@@ -65,14 +65,13 @@ class Reaper:
             try:
                 self._epoll.register(fd, select.EPOLLIN)
             except OSError as exc:
-                failed: OSError | None = exc
+                failed = exc  # given up on below, outside the lock
             else:
-                failed = None
                 self._by_fd[fd] = (process, on_exit)
                 self._by_session[process.session_id] = process
-        if failed is not None:
-            os.close(fd)
-            self._give_up(process, on_exit, failed)
+                return
+        os.close(fd)
+        self._give_up(process, on_exit, failed)
 
     def find(self, session_id: str) -> AgentProcess | None:
         """The live (not yet reaped) agent of a session, if any."""

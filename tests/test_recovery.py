@@ -22,14 +22,40 @@ from hive_actors.testing import session_processes
 from .conftest import Daemon, Hives, eventually, kill_leftovers, process_alive
 
 
+def _run_script(body: str, root: Path) -> list[str]:
+    """Run ``body`` in a fresh interpreter with ``root`` as sys.argv[1]; its stdout words.
+
+    A script that fails leaves nothing: its own process group (a child it forked) is
+    killed if it does not finish in time, and the processes of every session made on
+    ``root``. One that succeeds leaves its agents to the test.
+    """
+    script = "import os, sys\nfrom hive_actors import Hive\n"
+    script += "from hive_actors.testing import fake_agent_command\n" + textwrap.dedent(body)
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        try:
+            stdout, stderr = process.communicate(timeout=45)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
+        assert process.returncode == 0, stderr
+    except BaseException:
+        kill_leftovers([root / "sessions"])
+        raise
+    return stdout.split()
+
+
 def _crash_after(root: Path, *calls: str) -> list[str]:
     """Run a Hive in a child process, make ``calls``, then die without closing (like -9)."""
-    script = textwrap.dedent(
-        f"""
-        import os, sys
-        from hive_actors import Hive
-        from hive_actors.testing import fake_agent_command
-        hive = Hive(root={str(root)!r}, command=fake_agent_command())
+    body = f"""
+        hive = Hive(root=sys.argv[1], command=fake_agent_command())
         ids = []
         for call in {list(calls)!r}:
             verb, *args = call.split()
@@ -40,11 +66,7 @@ def _crash_after(root: Path, *calls: str) -> list[str]:
         print(" ".join(ids), flush=True)
         os._exit(0)
         """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
-    )
-    return done.stdout.split()
+    return _run_script(body, root)
 
 
 def _status_file(hive: Hive, session_id: str) -> Path:
@@ -304,33 +326,6 @@ def test_a_child_forked_without_exec_does_not_keep_the_root_locked(hives: Hives)
     finally:
         os.close(tell)  # the child reads end-of-file and exits
         os.waitpid(child, 0)
-
-
-def _run_script(body: str, root: Path) -> list[str]:
-    """Run ``body`` in a fresh interpreter with ``root`` as sys.argv[1]; its stdout words.
-
-    Whatever it leaves is killed: its own process group (a child it forked) if it does
-    not finish in time, and the processes of every session made on ``root``.
-    """
-    script = "import os, sys\nfrom hive_actors import Hive\n"
-    script += "from hive_actors.testing import fake_agent_command\n" + textwrap.dedent(body)
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, str(root)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=45)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        raise
-    finally:
-        kill_leftovers([root / "sessions"])
-    assert process.returncode == 0, stderr
-    return stdout.split()
 
 
 def test_a_hive_left_open_at_exit_is_closed_like_a_with_block(hives: Hives, tmp_path: Path) -> None:

@@ -22,9 +22,9 @@ from typing import Any
 from hive_actors import _validate
 from hive_actors._client import ApiError, Client, DaemonUnreachable
 from hive_actors._lockfile import DaemonLock
-from hive_actors._paths import default_root
+from hive_actors._paths import default_root, usable_root
 from hive_actors._states import SETTLED
-from hive_actors.errors import CorruptState, HiveError, InvalidInput
+from hive_actors.errors import CorruptState, HiveError, InvalidInput, WorkspaceError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
         return _fail(str(exc), EXIT_INVALID)
     except CorruptState as exc:
         return _fail(str(exc), EXIT_ERROR)
+    except WorkspaceError as exc:
+        return _fail(str(exc), EXIT_ERROR)
     except HiveError as exc:  # DaemonRunning and the like
         return _fail(str(exc), EXIT_CONFLICT)
     except KeyboardInterrupt:
@@ -78,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the interpreter's flush
         return EXIT_OK
+    except OSError as exc:  # the root or a file under it refused us
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}", EXIT_ERROR)
+    except Exception as exc:  # noqa: BLE001 - a bug of ours still gets one line, not a traceback
+        return _fail(f"unexpected {type(exc).__name__}: {exc}; please report it", EXIT_ERROR)
     return code
 
 
@@ -299,8 +306,9 @@ def _health(options: argparse.Namespace) -> int:
 
 def _root(options: argparse.Namespace) -> Path:
     if options.root is not None:
-        return Path(options.root)
-    return Path(os.environ["HIVE_ROOT"]) if os.environ.get("HIVE_ROOT") else default_root()
+        return usable_root(Path(options.root))
+    given = os.environ.get("HIVE_ROOT")
+    return usable_root(Path(given) if given else default_root())
 
 
 def _client(options: argparse.Namespace, autostart: bool = True) -> Client:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hive_actors import _validate
-from hive_actors._paths import default_root
+from hive_actors._paths import default_root, usable_root
 from hive_actors.errors import InvalidConfig
 
 DEFAULT_COMMAND: tuple[str, ...] = ("claude-flow", "hive-mind", "spawn", "{task}")
@@ -70,6 +70,11 @@ class HiveConfig(BaseModel):
     def _check_command(cls, value: object) -> tuple[str, ...]:
         return _validate.command(value)
 
+    @field_validator("root")
+    @classmethod
+    def _check_root(cls, value: Path) -> Path:
+        return usable_root(value)
+
     @property
     def sessions_dir(self) -> Path:
         return self.working_root or self.root / "sessions"
@@ -111,7 +116,7 @@ class HiveConfig(BaseModel):
             problems = []
             for error in exc.errors():
                 field = str(error["loc"][0]) if error["loc"] else "config"
-                problems.append(f"{origin.get(field, field)}: {error['msg']}")
+                problems.append(f"{origin.get(field, field)}: {_validate.pydantic_problem(error)}")
             raise InvalidConfig("invalid configuration: " + "; ".join(problems)) from None
 
 

@@ -23,6 +23,7 @@ from hive_actors._models import ContextMessageEvent
 from hive_actors._registry import Registry, connect_wal
 from hive_actors._runtime import ActorPool
 from hive_actors._supervision import Call, Child, answer
+from hive_actors._validate import json_object
 from hive_actors.errors import InvalidContext
 
 Role = Literal["user", "assistant", "system", "tool"]
@@ -125,6 +126,8 @@ def check_content(content: object, limit: int) -> str:
         raise InvalidContext(f"message content is not valid UTF-8 text ({exc.reason})") from None
     if size > limit:
         raise InvalidContext(f"message is {size} bytes; at most {limit} bytes are accepted")
+    if not content.strip():
+        raise InvalidContext("message content is empty; give the message's text")
     return content
 
 
@@ -145,16 +148,7 @@ def check_path(path: object) -> str:
 
 
 def check_index_info(info: object) -> dict[str, Any]:
-    if not isinstance(info, dict):
-        raise InvalidContext(f"file index info must be a JSON object, not {type(info).__name__}")
-    try:
-        encoded = json.dumps(info, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidContext(f"file index info is not JSON-serialisable: {exc}") from None
-    if len(encoded.encode("utf-8")) > MAX_INDEX_INFO_BYTES:
-        raise InvalidContext(f"file index info is larger than {MAX_INDEX_INFO_BYTES} bytes")
-    decoded: dict[str, Any] = json.loads(encoded)
-    return decoded
+    return json_object(info, "file index info", MAX_INDEX_INFO_BYTES, InvalidContext)
 
 
 class ContextStore:

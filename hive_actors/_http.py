@@ -26,6 +26,7 @@ from hive_actors._hive import Hive
 from hive_actors._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hive_actors._models import SessionInfo
 from hive_actors._states import SETTLED
+from hive_actors._validate import MAX_JSON_DEPTH, pydantic_problem
 from hive_actors.errors import (
     HiveClosed,
     HiveError,
@@ -375,7 +376,9 @@ def _error_handler(status: int, code: str) -> Callable[[Request, Exception], Any
 
 async def _http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 400: "invalid_input"}.get(exc.status_code, "http_error")
+    if exc.status_code == 400:  # FastAPI's only 400: a body it could not parse
+        return _invalid_input(_unparsable_body(exc.__cause__))
+    code = {404: "not_found"}.get(exc.status_code, "http_error")
     return JSONResponse(
         {"error": code, "message": str(exc.detail)},
         status_code=exc.status_code,
@@ -392,8 +395,24 @@ async def _validation_handler(_request: Request, exc: Exception) -> JSONResponse
             problems.append(f"body is not valid JSON ({why}, at character {error['loc'][-1]})")
             continue
         where = ".".join(str(part) for part in error["loc"] if part != "body") or "body"
-        problems.append(f"{where}: {error['msg']}")
-    return JSONResponse({"error": "invalid_input", "message": "; ".join(problems)}, status_code=422)
+        problems.append(f"{where}: {pydantic_problem(error)}")
+    return _invalid_input("; ".join(problems))
+
+
+def _invalid_input(message: str) -> JSONResponse:
+    return JSONResponse({"error": "invalid_input", "message": message}, status_code=422)
+
+
+def _unparsable_body(cause: BaseException | None) -> str:
+    """Why FastAPI could not parse a body, said as the caller can fix it."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"body is not UTF-8 text ({cause.reason} at byte {cause.start}); send UTF-8 JSON"
+    if isinstance(cause, RecursionError):
+        return (
+            "body nests objects and lists too deeply to parse; free JSON such as metadata "
+            f"may nest at most {MAX_JSON_DEPTH} levels"
+        )
+    return f"body could not be parsed as JSON ({cause or 'no reason given'})"
 
 
 def _tail(path: Path, lines: int) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import hmac
 import json
@@ -47,6 +48,16 @@ class DaemonRunning(HiveError):
         super().__init__(
             f"a daemon ({who}) already serves {root}; stop it with 'hivectl shutdown' "
             "or choose another --root"
+        )
+
+
+class AddressInUse(HiveError):
+    """The TCP address given to serve on is taken by another program."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(
+            f"--tcp {address}: the address is already in use by another program; "
+            "choose another port, or port 0 for any free one"
         )
 
 
@@ -123,7 +134,7 @@ def _serve(options: ServeOptions, starter: _Starter) -> None:
         listeners.append(_unix_listener(path))
         token = None
         if options.tcp is not None:
-            listeners.append(socket.create_server(parse_tcp(options.tcp), backlog=128))
+            listeners.append(_tcp_listener(options.tcp))
             token = _token(config.root, options.token)
         hive = Hive(root=config.root, shutdown="leave" if options.leave_running else None)
         try:
@@ -212,14 +223,14 @@ class BearerAuth:
 
     def __init__(self, app: Any, token: str) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self._token = token.encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] in ("http", "websocket") and not is_public(
             scope.get("method"), scope["path"]
         ):
             given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self._expected):
+            if not self._authorized(given):
                 body = json.dumps(
                     {"error": "unauthorized", "message": "missing or wrong bearer token"}
                 ).encode()
@@ -236,6 +247,23 @@ class BearerAuth:
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
+
+    def _authorized(self, header: bytes) -> bool:
+        # RFC 7235: the scheme is case-insensitive, and spaces separate it from the token.
+        scheme, _, credentials = header.strip().partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._token)
+
+
+def _tcp_listener(address: str) -> socket.socket:
+    try:
+        return socket.create_server(parse_tcp(address), backlog=128)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressInUse(address) from None
+        raise InvalidConfig(
+            f"--tcp {address}: cannot listen there ({exc.strerror or exc}); "
+            "give an address of this machine, e.g. 127.0.0.1:8765"
+        ) from None
 
 
 def _unix_listener(path: Path) -> socket.socket:

@@ -261,7 +261,7 @@ class SessionSupervisor(Child):
         if info.status not in STARTABLE or self._acquiring is not None:
             target = Status.QUEUED if self._acquiring is not None else Status.STARTING
             allowed = TRANSITIONS[info.status] - {Status.STARTING}
-            error = InvalidTransition(self._id, info.status, target, allowed)
+            error = InvalidTransition.start_refused(self._id, info.status, target, allowed)
             request.reply.set_exception((InvalidTransition, error, None))
             return
         self._pending.append(request.reply)

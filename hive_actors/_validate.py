@@ -8,6 +8,8 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, get_args
 
+from pydantic_core import ErrorDetails
+
 from hive_actors.errors import (
     InvalidCommand,
     InvalidMetadata,
@@ -23,6 +25,8 @@ MAX_TASK_BYTES = 64 * 1024
 """Below Linux's 128 KiB limit for one argv element or environment string."""
 MAX_METADATA_BYTES = 64 * 1024
 MAX_ARG_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32
+"""How deep a caller's free JSON (metadata, file index info) may nest objects and lists."""
 MAX_ROLE_CHARS = 128
 
 _SESSION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -84,21 +88,49 @@ def metadata(value: object) -> dict[str, Any]:
     """Accept None (no metadata) or a JSON object of at most 64 KiB, encoded."""
     if value is None:
         return {}
+    return json_object(value, "metadata", MAX_METADATA_BYTES, InvalidMetadata)
+
+
+def json_object(value: object, what: str, limit: int, error: type[Exception]) -> dict[str, Any]:
+    """A caller's free JSON object, checked and copied: at most ``limit`` bytes encoded and
+    ``MAX_JSON_DEPTH`` levels deep.
+
+    The depth is checked first, without recursion: a deeper value would exhaust the
+    encoder's recursion (or pydantic's serialisation limit) when it is written or answered.
+    """
     if not isinstance(value, Mapping):
-        raise InvalidMetadata(
-            f"metadata must be a JSON object (a dict), not {type(value).__name__}"
+        raise error(f"{what} must be a JSON object (a dict), not {type(value).__name__}")
+    if _deeper_than(value, MAX_JSON_DEPTH):
+        raise error(
+            f"{what} nests objects and lists more than {MAX_JSON_DEPTH} levels deep; "
+            f"at most {MAX_JSON_DEPTH} levels are accepted"
         )
     try:
         encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise InvalidMetadata(f"metadata is not JSON-serialisable: {exc}") from None
-    size = _utf8_size(encoded, "metadata", InvalidMetadata)
-    if size > MAX_METADATA_BYTES:
-        raise InvalidMetadata(
-            f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} bytes are accepted"
-        )
+        raise error(f"{what} is not JSON-serialisable: {exc}") from None
+    size = _utf8_size(encoded, what, error)
+    if size > limit:
+        raise error(f"{what} is {size} bytes as JSON; at most {limit} bytes are accepted")
     decoded: dict[str, Any] = json.loads(encoded)
     return decoded
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """True when ``value`` holds dicts or lists nested more than ``limit`` levels deep."""
+    level: list[Mapping[Any, object] | list[object] | tuple[object, ...]] = []
+    if isinstance(value, (Mapping, list, tuple)):
+        level.append(value)
+    for _depth in range(limit):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, Mapping) else node)
+            if isinstance(child, (Mapping, list, tuple))
+        ]
+        if not level:
+            return False
+    return True
 
 
 def metadata_json(text: str) -> dict[str, Any]:
@@ -111,6 +143,11 @@ def metadata_json(text: str) -> dict[str, Any]:
         raise InvalidMetadata(
             f"metadata is not valid JSON ({exc}); give a JSON object, "
             'e.g. \'{"team": "search"}\', or null for none'
+        ) from None
+    except RecursionError:
+        raise InvalidMetadata(
+            f"metadata nests objects and lists too deeply to parse; "
+            f"at most {MAX_JSON_DEPTH} levels are accepted"
         ) from None
     return metadata(value)
 
@@ -189,3 +226,12 @@ def role(value: object) -> str | None:
             f"role must be a non-empty string of at most {MAX_ROLE_CHARS} characters, not {value!r}"
         )
     return value
+
+
+def pydantic_problem(error: ErrorDetails) -> str:
+    """A pydantic error's message as our own: the reason a validator gave, without the
+    "Value error, " that pydantic puts before it."""
+    reason = error.get("ctx", {}).get("error")
+    if isinstance(reason, ValueError):
+        return str(reason)
+    return error["msg"]

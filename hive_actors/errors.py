@@ -115,6 +115,17 @@ class InvalidTransition(HiveError):
             f"from {current!r} it may go to: {allowed_text}"
         )
 
+    @classmethod
+    def start_refused(
+        cls, session_id: str, current: str, target: str, allowed: Iterable[str]
+    ) -> InvalidTransition:
+        """A start request refused; said as the caller thinks of it when the session is
+        already on its way (``session <id> is already running``), not as a transition."""
+        error = cls(session_id, current, target, allowed)
+        if str(current) in ("queued", "starting", "running"):
+            error.args = (f"session {session_id} is already {current}",)
+        return error
+
 
 class RestartIntensityExceeded(HiveError):
     """A session's children failed more often than its restart intensity allows.

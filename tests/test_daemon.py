@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import threading
@@ -285,6 +286,19 @@ def test_socket_is_owner_only_and_http_over_it_does_everything(daemon: Daemon) -
                 "double quotes, at character 1)",
             },
         )
+        hostile = {
+            "nested 400 deep": '{"task":"t","metadata":' + '{"a":' * 400 + "1" + "}" * 401,
+            "nested too deep to parse": '{"task":"t","metadata":' + "[" * 5000 + "]" * 5000 + "}",
+            "not UTF-8": b'{"task":"\xff"}',
+        }
+        for name, body in hostile.items():
+            refused = http.post(
+                "/sessions", content=body, headers={"content-type": "application/json"}
+            )
+            assert (refused.status_code, refused.json()["error"]) == (422, "invalid_input"), name
+            expected = "UTF-8" if name == "not UTF-8" else "at most 32 levels"
+            assert expected in refused.json()["message"], (name, refused.json())
+        assert len(http.get("/sessions").json()["sessions"]) == 1  # nothing half-made
         assert http.get(f"/sessions/{UNKNOWN}").json()["error"] == "not_found"
         assert http.post(f"/sessions/{session_id}/start", json={}).status_code == 409
         assert http.get("/sessions/not-a-uuid/status").status_code == 422
@@ -370,6 +384,9 @@ def test_tcp_needs_the_bearer_token(daemon: Daemon) -> None:
         assert http.get("/sessions").json()["sessions"] == []  # nothing was created
     good = {"Authorization": f"Bearer {token}"}
     assert httpx.post(f"{url}/sessions", json={"task": "ok"}, headers=good).status_code == 201
+    for scheme in ("bearer", "BEARER", "bEaReR "):  # RFC 7235: the scheme is case-insensitive
+        headers = {"Authorization": f"{scheme} {token}"}
+        assert httpx.get(f"{url}/sessions", headers=headers).status_code == 200, scheme
     listed = daemon.cli("--url", url, "--token", token, "list")
     assert listed.returncode == 0, listed.stderr
     assert len(json.loads(listed.stdout)["sessions"]) == 1
@@ -566,3 +583,42 @@ def test_a_followed_event_stream_says_where_to_resume_when_the_daemon_stops(
         f"hivectl: the daemon stopped; to go on: hivectl events {session_id} "
         f"--since {second['seq']}\n"
     )
+
+
+def test_no_error_path_of_hivectl_prints_a_traceback(daemon: Daemon, tmp_path: Path) -> None:
+    """Every kind of failure ends in one line on stderr and its documented exit code."""
+    daemon.start()
+    running = _create(daemon, "long", "high", "{}")
+    assert daemon.cli("start", running, "--sleep", "60").stdout == "running\n"
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    taken = socket.create_server(("127.0.0.1", 0))
+    busy_port = taken.getsockname()[1]
+    other = tmp_path / "other-root"  # a root no daemon serves
+    deep = '{"a":' * 5_000 + "1" + "}" * 5_000  # too deep for json.loads itself
+    cases: list[tuple[tuple[str, ...], int, str]] = [
+        (("start", running), 6, f"session {running} is already running"),
+        (("send", running, "assistant", ""), 4, "message content is empty"),
+        (("send", running, "assistant", "  \n"), 4, "message content is empty"),
+        (("create", "t", "high", deep), 4, "at most 32 levels"),
+        (("create", "t", "high", '{"a":' * 40 + "1" + "}" * 40), 4, "at most 32 levels"),
+        (("get", UNKNOWN), 3, "no session"),
+        (("log", UNKNOWN), 3, "no session"),
+        (("output-dir", "../etc"), 4, "is not a session id"),
+        (("terminate", running, "--grace", "-1"), 4, "grace"),
+        (("--root", str(other), "serve", "--tcp", f"127.0.0.1:{busy_port}"), 6, "already in use"),
+        (("--root", str(other), "serve", "--tcp", "no-port"), 4, "give PORT or HOST:PORT"),
+    ]
+    for verb in ("create x", f"status {UNKNOWN}", "list", "serve", "events --no-follow"):
+        for root in (a_file, a_file / "root"):
+            cases.append((("--root", str(root), *verb.split()), 4, "not a directory"))
+    try:
+        for args, code, message in cases:
+            done = daemon.cli(*args, timeout=60)
+            assert "Traceback" not in done.stderr, (args, done.stderr)
+            assert (done.returncode, done.stderr.count("\n")) == (code, 1), (args, done.stderr)
+            assert done.stderr.startswith("hivectl: "), (args, done.stderr)
+            assert message in done.stderr, (args, done.stderr)
+    finally:
+        taken.close()
+    assert daemon.cli("terminate", running, "--grace", "0").returncode == 0

@@ -13,11 +13,13 @@ from hive_actors import (
     HiveClosed,
     InvalidCommand,
     InvalidConfig,
+    InvalidContext,
     InvalidInput,
     InvalidMetadata,
     InvalidPriority,
     InvalidSessionId,
     InvalidTask,
+    InvalidTransition,
     SessionNotFound,
 )
 from hive_actors._validate import metadata_json
@@ -25,6 +27,35 @@ from hive_actors._validate import metadata_json
 from .conftest import Hives
 
 UNKNOWN = "550e8400-e29b-41d4-a716-446655440000"
+
+
+def _nested(levels: int) -> dict:
+    """A JSON object ``levels`` objects deep: {"a": {"a": ... 1}}."""
+    value: object = 1
+    for _ in range(levels):
+        value = {"a": value}
+    assert isinstance(value, dict)
+    return value
+
+
+def test_metadata_nested_up_to_the_limit_is_kept_whole(hive: Hive) -> None:
+    session_id = hive.create_session("t", metadata=_nested(32))
+    assert hive.get_session_info(session_id).metadata == _nested(32)
+
+
+def test_file_index_info_deeper_than_the_limit_is_refused(hive: Hive) -> None:
+    session_id = hive.create_session("t")
+    context = hive.context(session_id)
+    for levels in (33, 100_000):
+        with pytest.raises(InvalidContext, match="at most 32 levels"):
+            context.update_file_index("src/a.py", _nested(levels))
+    context.update_file_index("src/a.py", _nested(32))
+    assert context.file_index() == {"src/a.py": _nested(32)}
+
+
+def test_metadata_text_too_deep_to_parse_is_refused() -> None:
+    with pytest.raises(InvalidMetadata, match="at most 32 levels"):
+        metadata_json('{"a":' * 100_000 + "1" + "}" * 100_000)
 
 
 def _snapshot(hive: Hive) -> tuple:
@@ -51,6 +82,10 @@ def _snapshot(hive: Hive) -> tuple:
         ({"task": "t", "metadata": '{"a": 1}'}, InvalidMetadata, "must be a JSON object"),
         ({"task": "t", "metadata": {"a": object()}}, InvalidMetadata, "not JSON-serialisable"),
         ({"task": "t", "metadata": {"blob": "x" * 70_000}}, InvalidMetadata, "at most 65536 bytes"),
+        ({"task": "t", "metadata": _nested(33)}, InvalidMetadata, "at most 32 levels"),
+        ({"task": "t", "metadata": _nested(400)}, InvalidMetadata, "at most 32 levels"),
+        ({"task": "t", "metadata": _nested(100_000)}, InvalidMetadata, "at most 32 levels"),
+        ({"task": "t", "metadata": {"l": [[[_nested(30)]]]}}, InvalidMetadata, "at most 32 levels"),
         ({"task": "t", "command": []}, InvalidCommand, "command is empty"),
         ({"task": "t", "command": "claude-flow spawn"}, InvalidCommand, "list of strings"),
         ({"task": "t", "command": ["ok", 3]}, InvalidCommand, r"command\[1\] must be a string"),
@@ -126,13 +161,21 @@ def test_bad_configuration_names_the_setting(hives: Hives, monkeypatch: pytest.M
     with pytest.raises(InvalidConfig, match="HIVE_COMMAND must be a JSON list"):
         Hive(root=hives.root / "x")
     monkeypatch.setenv("HIVE_COMMAND", json.dumps([]))
-    with pytest.raises(InvalidConfig, match="HIVE_COMMAND"):
+    with pytest.raises(InvalidConfig) as empty:
         Hive(root=hives.root / "x")
+    assert str(empty.value) == (  # our reason, without pydantic's "Value error, " before it
+        "invalid configuration: HIVE_COMMAND: command is empty; give at least the program to run"
+    )
     monkeypatch.setenv("HIVE_COMMAND", json.dumps(["agent", "{task}"]))
     monkeypatch.setenv("HIVE_MAX_RESTARTS", "many")
     with pytest.raises(InvalidConfig, match="HIVE_MAX_RESTARTS"):
         Hive(root=hives.root / "x")
     assert not (hives.root / "x").exists()
+    monkeypatch.delenv("HIVE_MAX_RESTARTS")
+    (hives.root / "afile").write_text("")
+    for root in (hives.root / "afile", hives.root / "afile" / "root"):
+        with pytest.raises(InvalidConfig, match=r"afile.*not a directory; choose a directory"):
+            Hive(root=root)
 
 
 def test_a_closed_hive_refuses_calls(hives: Hives) -> None:
@@ -169,3 +212,20 @@ def test_metadata_given_as_text_is_refused_saying_what_is_accepted(text: str, me
         metadata_json(text)
     assert metadata_json(" null ") == metadata_json("") == {}
     assert metadata_json('{"team": "search"}') == {"team": "search"}
+
+
+def test_starting_a_live_session_says_it_is_already_running(hive: Hive) -> None:
+    session_id = hive.create_session("t", args=["--sleep", "60"])
+    assert hive.start_session(session_id) == "running"
+    with pytest.raises(InvalidTransition) as again:
+        hive.start_session(session_id)
+    assert str(again.value) == f"session {session_id} is already running"
+    assert (again.value.current, again.value.target) == ("running", "starting")
+
+
+@pytest.mark.parametrize("content", ["", " \n\t"])
+def test_an_empty_message_is_refused_like_an_empty_task(hive: Hive, content: str) -> None:
+    session_id = hive.create_session("t")
+    with pytest.raises(InvalidContext, match="message content is empty"):
+        hive.send_message(session_id, "assistant", content)
+    assert hive.context(session_id).history() == []

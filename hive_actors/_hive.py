@@ -185,13 +185,17 @@ class Hive:
             running = [
                 info.session_id
                 for info in self._core.table.all()
-                if info.status in (Status.STARTING, Status.RUNNING, Status.STOPPING) and not leave
+                if info.status in (Status.STARTING, Status.RUNNING, Status.STOPPING)
+                and not leave
+                # A session whose supervisor failed and whose failure could not be recorded
+                # has nobody to stop it (its agent was killed); the next Hive reconciles it.
+                and self._core.table.supervisor(info.session_id) is not None
             ]
             grace = self.config.grace_period if grace is None else _grace(grace)
             for session_id in running:
                 try:
                     self._terminate(session_id, grace, "shutdown")
-                except HiveError:
+                except Exception:
                     log.exception("could not stop session at shutdown", session_id=session_id)
             deadline = time.monotonic() + grace + _STOP_MARGIN
             for session_id in running:

@@ -56,3 +56,6 @@ def configure_daemon_logging(log_file: Path, interactive: bool | None = None) ->
         root.addHandler(to_terminal)
     root.setLevel(logging.INFO)
     logging.getLogger("pykka").setLevel(logging.WARNING)
+    # uvicorn says "Started server process" (and the like) once per listener; the daemon's
+    # own "daemon ready" and "daemon stopping" lines say it once, with every address.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)

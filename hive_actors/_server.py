@@ -15,7 +15,7 @@ import secrets
 import select
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from hive_actors._http import create_app, is_public
 from hive_actors._lockfile import DaemonLock
 from hive_actors._logging import configure_daemon_logging
 from hive_actors._paths import LOG_NAME, TOKEN_NAME, socket_path
-from hive_actors.errors import HiveError, InvalidConfig
+from hive_actors.errors import HiveError, InvalidConfig, WorkspaceError
 
 log = structlog.get_logger(__name__)
 
@@ -128,17 +128,19 @@ def _serve(options: ServeOptions, starter: _Starter) -> None:
         raise DaemonRunning(config.root, lock.holder())
     path = socket_path(config.root, options.socket)
     listeners: list[socket.socket] = []
+    watch: _RootWatch | None = None
     try:
         configure_daemon_logging(config.root / LOG_NAME)
         # Sockets before the Hive: binding changes the umask, which threads must not see.
         listeners.append(_unix_listener(path))
+        watch = _RootWatch(config.root, path)
         token = None
         if options.tcp is not None:
             listeners.append(_tcp_listener(options.tcp))
             token = _token(config.root, options.token)
         hive = Hive(root=config.root, shutdown="leave" if options.leave_running else None)
         try:
-            asyncio.run(_run(hive, listeners, token, starter, path))
+            asyncio.run(_run(hive, listeners, token, starter, watch))
         finally:
             log.info("daemon stopping; terminating running sessions")
             hive.close()
@@ -148,8 +150,9 @@ def _serve(options: ServeOptions, starter: _Starter) -> None:
     finally:
         for listener in listeners:
             listener.close()
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        if watch is not None and watch.lost is None:  # else it is gone, or not ours
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         lock.release()
         log.info("daemon stopped")
 
@@ -163,9 +166,9 @@ class _Listener(uvicorn.Server):
 async def _run(
     hive: Hive,
     listeners: list[socket.socket],
-    token: str | None,
+    token: _Token | None,
     starter: _Starter,
-    path: Path,
+    watch: _RootWatch,
 ) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -180,7 +183,7 @@ async def _run(
         loop.call_soon_threadsafe(stop)
 
     app = create_app(hive, stop_from_thread, stopping)
-    apps: list[Any] = [app] if token is None else [app, BearerAuth(app, token)]
+    apps: list[Any] = [app] if token is None else [app, BearerAuth(app, token.value)]
     for listener_app in apps:
         config = uvicorn.Config(
             listener_app,
@@ -202,15 +205,65 @@ async def _run(
     # are never collected, a bounded once-only cost (the recovered sessions' actors).
     gc.collect()
     gc.freeze()
-    log.info(
-        "daemon ready",
-        pid=os.getpid(),
-        root=str(hive.root),
-        socket=str(path),
-        tcp=[_address(sock) for sock in listeners[1:]],
-    )
-    starter.ready(" ".join(_address(sock) for sock in listeners[1:]))  # it may go on now
+    tcp = [_address(sock) for sock in listeners[1:]]
+    socket_file = listeners[0].getsockname()
+    log.info("daemon ready", pid=os.getpid(), root=str(hive.root), socket=socket_file, tcp=tcp)
+    # One line for whoever runs us (a terminal, a process supervisor's log): where to
+    # connect, and where the TCP token is, since port 0 and a generated token are known
+    # only now.
+    said = [f"socket={socket_file}", *(f"tcp={address}" for address in tcp)]
+    if token is not None:
+        said.append(f"token={token.source}")
+    with contextlib.suppress(OSError):  # nobody reads our stdout: nothing to tell
+        print("ready " + " ".join(said), flush=True)
+    starter.ready(" ".join(tcp))  # it may go on now
+    watching = asyncio.create_task(watch.run(hive.config.maintenance_interval, stop))
     await asyncio.gather(*tasks)
+    watching.cancel()
+    if watch.lost is not None:
+        raise RootLost(hive.root, watch.lost)
+
+
+class _RootWatch:
+    """Notices the root, or the socket in it, removed or replaced under a running daemon:
+    it would serve nothing and be found by no client, so it stops instead."""
+
+    def __init__(self, root: Path, socket_file: Path) -> None:
+        self._paths = (root, socket_file)
+        self._identities = [self._identity(path) for path in self._paths]
+        self.lost: str | None = None
+
+    async def run(self, interval: float, stop: Callable[[], None]) -> None:
+        while self.lost is None:
+            await asyncio.sleep(interval)
+            self.lost = self._check()
+        log.error("daemon stopping: " + self.lost, root=str(self._paths[0]))
+        stop()
+
+    def _check(self) -> str | None:
+        for what, path, identity in zip(
+            ("root", "socket"), self._paths, self._identities, strict=True
+        ):
+            now = self._identity(path)
+            if now != identity:
+                return f"its {what} {path} was {'removed' if now is None else 'replaced'}"
+        return None
+
+    @staticmethod
+    def _identity(path: Path) -> tuple[int, int] | None:
+        try:
+            status = path.stat()
+        except OSError:
+            return None
+        return status.st_dev, status.st_ino
+
+
+class RootLost(WorkspaceError):
+    """The root, or the daemon's socket in it, was removed or replaced while it served."""
+
+    def __init__(self, root: Path, what: str) -> None:
+        HiveError.__init__(self, f"the daemon stopped: {what} (start it again to serve there)")
+        self.path = root
 
 
 def _address(listener: socket.socket) -> str:
@@ -283,18 +336,26 @@ def _unix_listener(path: Path) -> socket.socket:
     return listener
 
 
-def _token(root: Path, given: str | None) -> str:
+@dataclass(frozen=True)
+class _Token:
+    value: str
+    source: str
+    """Where a user finds it: ``--token``, ``$HIVE_TOKEN`` or the token file's path."""
+
+
+def _token(root: Path, given: str | None) -> _Token:
     """The TCP bearer token: given, or $HIVE_TOKEN, or ``<root>/token`` (made owner-only)."""
-    token = given or os.environ.get("HIVE_TOKEN")
-    if token:
-        return token
+    if given:
+        return _Token(given, "--token")
+    if os.environ.get("HIVE_TOKEN"):
+        return _Token(os.environ["HIVE_TOKEN"], "$HIVE_TOKEN")
     path = root / TOKEN_NAME
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return path.read_text().strip()
+        return _Token(path.read_text().strip(), str(path))
     token = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w") as handle:
         handle.write(token + "\n")
     log.info("generated a bearer token for TCP", file=str(path))
-    return token
+    return _Token(token, str(path))

@@ -17,6 +17,7 @@ Message flow (every arrow is a ``tell``; nothing here ever waits on a reply):
 from __future__ import annotations
 
 import contextlib
+import queue
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,7 +207,11 @@ class SessionSupervisor(Child):
         exception_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        # The manager fails the session; leave no child actor, timer or agent behind.
+        # The manager fails the session; leave no child actor, timer or agent behind, and
+        # no caller waiting for a start that will never be answered.
+        for reply in self._pending:
+            _answer_failed(reply, exception_value)
+        self._pending.clear()
         self._cancel_timers()
         self._stop_children()
         process = self._core.reaper.find(self._id)
@@ -215,6 +220,15 @@ class SessionSupervisor(Child):
         super().on_failure(exception_type, exception_value, traceback)
 
     def handle(self, message: Any) -> Any:
+        try:
+            self._dispatch(message)
+        except Exception as exc:
+            # This actor is failing (on_failure follows); its caller hears why at once
+            # rather than at its reply timeout. E.g. a transition the disk refused.
+            _answer_failed(getattr(message, "reply", None), exc)
+            raise
+
+    def _dispatch(self, message: Any) -> None:
         match message:
             case StartRequest():
                 self._on_start_request(message)
@@ -584,3 +598,10 @@ class SessionSupervisor(Child):
         for ref in self._children.values():
             with contextlib.suppress(pykka.ActorDeadError):
                 ref.stop(block=False)
+
+
+def _answer_failed(reply: ThreadingFuture[Any] | None, error: BaseException | None) -> None:
+    if reply is None or error is None:
+        return
+    with contextlib.suppress(queue.Full):  # it was answered before the failure
+        reply.set_exception((type(error), error, error.__traceback__))

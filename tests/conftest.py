@@ -225,21 +225,22 @@ class Daemon:
         self.env["PATH"] = f"{Path(HIVECTL).parent}:{self.env.get('PATH', '')}"
         self.process: subprocess.Popen[bytes] | None = None
         self.ready_line = ""
+        self.stdout_line = ""
+        """What the daemon printed on its stdout when it was ready."""
 
     @property
     def socket(self) -> Path:
         return self.root / "hive.sock"
 
     def start(self, *extra: str) -> str:
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()  # an earlier daemon of this test (killed, say)
+        self._close_pipes()  # of an earlier daemon of this test (killed, say)
         read_end, write_end = os.pipe()
         self.process = subprocess.Popen(
             [HIVECTL, "serve", "--root", str(self.root), "--ready-fd", str(write_end), *extra],
             env=self.env,
             pass_fds=(write_end,),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
         os.close(write_end)
@@ -253,6 +254,9 @@ class Daemon:
             assert self.process.stderr is not None
             raise AssertionError(f"daemon did not start: {self.process.stderr.read().decode()}")
         self.ready_line = line.strip()
+        assert self.process.stdout is not None
+        printed, _, _ = select.select([self.process.stdout], [], [], 10)  # said before
+        self.stdout_line = self.process.stdout.readline().decode().strip() if printed else ""
         return self.ready_line
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -275,8 +279,7 @@ class Daemon:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             code = self.process.wait(timeout)
-            if self.process.stderr is not None:
-                self.process.stderr.close()
+            self._close_pipes()
             return code
         holder = DaemonLock(self.root).holder()
         if holder is not None:
@@ -291,9 +294,14 @@ class Daemon:
             if self.process.poll() is None:
                 self.process.kill()
                 self.process.wait(10)
-            if self.process.stderr is not None:  # also of one that stopped on its own
-                self.process.stderr.close()
+            self._close_pipes()  # also of one that stopped on its own
         kill_leftovers([self.root / "sessions"])
+
+    def _close_pipes(self) -> None:
+        if self.process is not None:
+            for pipe in (self.process.stdout, self.process.stderr):
+                if pipe is not None:
+                    pipe.close()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -373,6 +374,8 @@ def test_tcp_needs_the_bearer_token(daemon: Daemon) -> None:
     address = ready.split()[1]
     assert address.startswith("127.0.0.1:")
     token_file = daemon.root / "token"
+    # Printed even though stdout is a pipe: every address, and where the token is.
+    assert daemon.stdout_line == f"ready socket={daemon.socket} tcp={address} token={token_file}"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     token = token_file.read_text().strip()
     url = f"http://{address}"
@@ -390,6 +393,11 @@ def test_tcp_needs_the_bearer_token(daemon: Daemon) -> None:
     listed = daemon.cli("--url", url, "--token", token, "list")
     assert listed.returncode == 0, listed.stderr
     assert len(json.loads(listed.stdout)["sessions"]) == 1
+    assert daemon.stop() == 0
+    log = (daemon.root / "daemon.log").read_text().splitlines()
+    said = [json.loads(line)["event"] for line in log]
+    assert said.count("daemon ready") == 1  # uvicorn's own start lines, one per listener, gone
+    assert not [line for line in said if "server process" in line], said
 
 
 def test_a_second_daemon_on_the_same_root_is_refused(daemon: Daemon) -> None:
@@ -622,3 +630,24 @@ def test_no_error_path_of_hivectl_prints_a_traceback(daemon: Daemon, tmp_path: P
     finally:
         taken.close()
     assert daemon.cli("terminate", running, "--grace", "0").returncode == 0
+
+
+@pytest.mark.parametrize("removed", ["root", "socket"])
+def test_a_daemon_whose_root_or_socket_is_removed_stops_and_says_why(
+    daemon: Daemon, removed: str
+) -> None:
+    daemon.env["HIVE_MAINTENANCE_INTERVAL"] = "0.1"
+    daemon.start()
+    assert daemon.process is not None
+    if removed == "root":
+        shutil.rmtree(daemon.root)
+    else:
+        daemon.socket.unlink()
+    assert daemon.process.wait(30) == 7
+    assert daemon.process.stderr is not None
+    said = daemon.process.stderr.read().decode()
+    gone = daemon.root if removed == "root" else daemon.socket
+    assert said == (
+        f"hivectl: the daemon stopped: its {removed} {gone} was removed "
+        "(start it again to serve there)\n"
+    )

@@ -12,7 +12,7 @@ import pytest
 
 from hive_actors import CorruptState, InvalidTask, WorkspaceError
 
-from ..conftest import HIVECTL, Daemon, Hives
+from ..conftest import HIVECTL, Daemon, Hives, eventually, process_alive
 
 
 def test_an_unusable_log_dir_refuses_create_and_keeps_nothing(hives: Hives, tmp_path: Path) -> None:
@@ -116,3 +116,17 @@ def test_sessions_and_logs_dirs_removed_under_a_running_hive_are_made_again(
     assert Path(info.log_file).is_file()
     hive.start_session(session_id)
     assert hive.wait(session_id, timeout=30) == "completed"
+
+
+def test_a_transition_the_disk_refuses_answers_at_once_and_leaves_no_agent(hives: Hives) -> None:
+    hive = hives.open()
+    session_id = hive.create_session("its session.json will be unwritable", args=["--sleep", "60"])
+    assert hive.start_session(session_id) == "running"
+    pid = hive.get_session_info(session_id).pid
+    assert pid is not None
+    working_dir = Path(hive.get_session_info(session_id).working_dir)
+    (working_dir / ".session.json.tmp").mkdir()  # where each transition is written first
+    # The caller hears the disk's refusal, not a reply timeout a minute later.
+    with pytest.raises(WorkspaceError, match=r"session\.json: Is a directory"):
+        hive.terminate_session(session_id, grace=0)
+    eventually(lambda: not process_alive(pid))  # the failing session left no agent behind

@@ -93,3 +93,44 @@ def test_every_page_the_index_promises_exists_and_is_linked_from_the_readme() ->
         assert f"](docs/{page.name})" in readme, f"README.md does not link {page.name}"
     for link in re.findall(r"\]\(([a-z-]+\.md)\)", index):
         assert (DOCS / link).exists(), link
+
+
+def test_the_readme_shell_block_runs_as_pasted(tmp_path: Path) -> None:
+    """From the checkout, with no HIVE_* set and hivectl not on PATH, as a new user is."""
+    venv = ROOT / ".venv" / "bin"
+    if not (venv / "hivectl").exists():
+        pytest.skip("the README's block uses the .venv that make test creates")
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"<!-- readme-shell -->\n```sh\n(.*?)```", readme, re.DOTALL)
+    assert code is not None
+    root = tmp_path / "root"
+    script = code.group(1).replace("HIVE_ROOT=/tmp/hive\n", f"HIVE_ROOT={root}\n")
+    assert str(root) in script
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HIVE_")}
+    path = [part for part in env.get("PATH", "").split(os.pathsep) if Path(part) != venv]
+    env["PATH"] = os.pathsep.join(path)
+    try:
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        _clean(root)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["running", "completed"]
+    output = Path(lines[2])
+    assert (output.parent.parent, output.name) == (root / "sessions", "output")
+    events = [json.loads(line) for line in lines[3:] if line.startswith("{")]
+    assert {event["session_id"] for event in events} == {output.parent.name}
+    assert [event["to"] for event in events if event["type"] == "session.status"] == [
+        "created",
+        "starting",
+        "running",
+        "completed",
+    ]

@@ -66,6 +66,19 @@ def killed_by_signal(code: int) -> bool:
     return describe_exit(code).startswith("killed by")
 
 
+def describe_lost(cause: str, killed: Sequence[int]) -> str:
+    """Why a run's exit status is unknown (``cause``), and what of it was still running
+    and killed for it: with its outcome unknown, nothing of the run may run on unwatched."""
+    if not killed:
+        return f"{cause}; nothing of the run was still running"
+    shown = ", ".join(str(pid) for pid in sorted(killed)[:10])
+    if len(killed) > 10:
+        shown += ", ..."
+    what = "the process" if len(killed) == 1 else f"the {len(killed)} processes"
+    pids = "pid" if len(killed) == 1 else "pids"
+    return f"{cause}; killed {what} of the run still running ({pids} {shown})"
+
+
 def read_small(path: str | Path) -> bytes:
     """A small file's bytes, read without the file object machinery (a hot path: /proc
     files and exit status files are read for every run)."""
@@ -365,6 +378,29 @@ def session_processes(session_ids: set[str] | None = None) -> dict[str, list[int
     for pid, _pgrp, session_id in _read_proc():
         if session_id is not None and (session_ids is None or session_id in session_ids):
             found.setdefault(session_id, []).append(pid)
+    return found
+
+
+def orphan_processes(runs: Mapping[str, int | None]) -> dict[str, list[int]]:
+    """Live processes of runs whose shim has ended unreaped by us, by session: every
+    process with the session's marker, and every member of the run's process group
+    (``runs[session]``: its shim's pid, None if never known) once a member with the
+    marker proves the group is still the run's.
+
+    With its leader gone, a group's id is held by its members alone: it cannot pass to
+    another group while one of them lives, but once they are all gone a new process may
+    take the id and lead a group of its own. A proven group yields the members that
+    cleared their environment too. One pass over /proc serves any number of runs.
+    """
+    snapshot = _read_proc()
+    run_of = {pgid: session_id for session_id, pgid in runs.items() if pgid is not None}
+    proven = {pgrp for _pid, pgrp, marker in snapshot if marker and run_of.get(pgrp) == marker}
+    found: dict[str, list[int]] = {}
+    for pid, pgrp, marker in snapshot:
+        if pgrp in proven:
+            found.setdefault(run_of[pgrp], []).append(pid)
+        elif marker is not None and marker in runs:
+            found.setdefault(marker, []).append(pid)
     return found
 
 

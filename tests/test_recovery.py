@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from hive_actors import Hive, RootInUse
-from hive_actors._process import read_status, signal_each
-from hive_actors.testing import ReadySignal, session_processes
+from hive_actors import Hive, RootInUse, _recovery
+from hive_actors._process import process_start_time, read_status, signal_each
+from hive_actors.testing import FakeClock, ReadySignal, session_processes
 
 from .conftest import Daemon, Hives, eventually, kill_leftovers, process_alive
 
@@ -191,6 +191,59 @@ def test_a_live_agent_whose_shim_was_killed_while_no_hive_ran_is_killed_and_reco
         assert info.detail == _lost_detail(cause, [agent, grandchild])
         eventually(lambda: not process_alive(agent) and not process_alive(grandchild))
         assert session_processes(session_id) == []
+    finally:
+        signal_each([agent, grandchild], signal.SIGKILL)
+
+
+def test_a_re_adopted_agent_whose_shim_is_killed_is_killed_and_recorded(
+    hives: Hives, tmp_path: Path, ready: Callable[[], ReadySignal], clock: FakeClock
+) -> None:
+    """The same while a hive watches a run it re-adopted: the shim is not its child, so
+    its group is found as recovery finds it, not through the shim's zombie."""
+    root = tmp_path / "root"
+    session_id, shim, agent, grandchild = _orphan_an_agent(root, ready)
+    try:
+        hive = hives.open(root=root, clock=clock)  # no sweep runs: its clock stands still
+        assert hive.status(session_id) == "running"
+        os.kill(shim, signal.SIGKILL)
+        assert hive.wait(session_id, timeout=10) == "failed"
+        info = hive.get_session_info(session_id)
+        assert (info.reason, info.exit_code) == ("lost", None)
+        cause = "its shim ended without recording the agent's exit status"
+        assert info.detail == _lost_detail(cause, [agent, grandchild])
+        eventually(lambda: not process_alive(agent) and not process_alive(grandchild))
+        assert session_processes(session_id) == []
+    finally:
+        signal_each([agent, grandchild], signal.SIGKILL)
+
+
+def test_a_shim_killed_after_recovery_found_it_alive_leaves_nothing_running(
+    hives: Hives,
+    tmp_path: Path,
+    ready: Callable[[], ReadySignal],
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The shim dies between recovery's look at it and its adoption by the session's
+    runner: the runner finds it gone, and reaps it as the reaper would have."""
+    root = tmp_path / "root"
+    session_id, shim, agent, grandchild = _orphan_an_agent(root, ready)
+    try:
+        shim_start = process_start_time(shim)
+        os.kill(shim, signal.SIGKILL)
+        eventually(lambda: not process_alive(shim))
+        # Fault injection: recovery still sees the shim as it was a moment before.
+        looked = _recovery.process_start_time
+        monkeypatch.setattr(
+            _recovery, "process_start_time", lambda pid: shim_start if pid == shim else looked(pid)
+        )
+        hive = hives.open(root=root, clock=clock)
+        assert hive.wait(session_id, timeout=10) == "failed"
+        info = hive.get_session_info(session_id)
+        assert (info.reason, info.exit_code) == ("lost", None)
+        cause = "its shim ended without recording the agent's exit status"
+        assert info.detail == _lost_detail(cause, [agent, grandchild])
+        eventually(lambda: not process_alive(agent) and not process_alive(grandchild))
     finally:
         signal_each([agent, grandchild], signal.SIGKILL)
 

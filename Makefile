@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine with only python3 and make:
 #   make demo   installs into .venv and runs a few sessions of the bundled fake agent
+#               (in a temp root it removes after; DEMO_ARGS=--keep keeps it)
 #   make test   installs into .venv (and Debian's chromium, as root, for the browser
 #               tests) and runs lint, types and the whole test suite
 #   make bench  runs the benchmarks (not part of the tests): JSON lines with ratios
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m hive_actors.demo
+	$(BIN)/python -m hive_actors.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check hive_actors tests bench

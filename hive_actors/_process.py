@@ -66,6 +66,19 @@ def killed_by_signal(code: int) -> bool:
     return describe_exit(code).startswith("killed by")
 
 
+def describe_lost(cause: str, killed: Sequence[int]) -> str:
+    """Why a run's exit status is unknown (``cause``), and what of it was still running
+    and killed for it: with its outcome unknown, nothing of the run may run on unwatched."""
+    if not killed:
+        return f"{cause}; nothing of the run was still running"
+    shown = ", ".join(str(pid) for pid in sorted(killed)[:10])
+    if len(killed) > 10:
+        shown += ", ..."
+    what = "the process" if len(killed) == 1 else f"the {len(killed)} processes"
+    pids = "pid" if len(killed) == 1 else "pids"
+    return f"{cause}; killed {what} of the run still running ({pids} {shown})"
+
+
 def read_small(path: str | Path) -> bytes:
     """A small file's bytes, read without the file object machinery (a hot path: /proc
     files and exit status files are read for every run)."""
@@ -146,6 +159,9 @@ class AgentProcess:
     popen: subprocess.Popen[bytes] | None = None
     """None for an agent re-adopted from an earlier hive: not our child, not ours to reap."""
     exit_code: int | None = None
+    lost_detail: str | None = None
+    """Set when the shim ended without recording the agent's exit (a signal it does not
+    trap, from outside): how, and what of the run was killed for it."""
     _reaped: bool = False
     _reaped_at: float = 0.0
     """When the run was reaped (monotonic time): its escapees were all born before."""
@@ -327,11 +343,23 @@ class AgentProcess:
 
         Whatever the agent left running in its group is killed first, while the zombie
         shim still holds the group id: an agent's leftovers never outlive its run. The
-        shim's status file is the truth; without it (the shim itself was killed), the
-        shim's own end is.
+        shim's status file is the truth. Without it, after our SIGKILL, that is how the
+        run ended; otherwise the shim was killed from outside, by a signal it does not
+        trap, while the agent may run on: the agent's exit is then unknown (None, with
+        ``lost_detail``), and every process of the run is killed now, escapees included.
         """
         with self._lock:
             if not self._reaped:
+                recorded = read_status(self.status_file)
+                # Over before this reap, with neither a status nor a SIGKILL of ours: the
+                # shim was killed from outside (by a signal it does not trap), and the
+                # agent may run on, watched by nobody. (A zombie has no start time.)
+                orphaned = (
+                    recorded is None
+                    and not self._killed
+                    and process_start_time(self.pid) != self.start_time
+                )
+                killed = self._kill_orphans() if orphaned else []
                 # The shim traps every stop signal but SIGKILL: no status file after
                 # our SIGKILL means that is how it ended.
                 fallback = 128 + signal.SIGKILL if self._killed else None
@@ -341,8 +369,11 @@ class AgentProcess:
                     _our_groups.pop(self.pid, None)  # before the wait frees the group id
                     returncode = self.popen.wait()
                     fallback = 128 - returncode if returncode < 0 else returncode
-                recorded = read_status(self.status_file)
+                    orphaned = orphaned and returncode < 0  # one that exited gave the code
                 self.exit_code = fallback if recorded is None else recorded
+                if orphaned:
+                    self.lost_detail = describe_lost(self._shim_end(fallback), killed)
+                    self.exit_code = None
                 self._reaped_at = time.monotonic()
                 self._reaped = True
                 _forget_run(self.session_id, self.run)
@@ -350,6 +381,18 @@ class AgentProcess:
                     # Not here: the reaper reaps every session and a pass takes tens of ms.
                     self._timers.call_later(0, self._kill_escapees, at_close=self._kill_escapees)
             return self.exit_code
+
+    def _kill_orphans(self) -> list[int]:
+        """SIGKILL every process of the run; their pids. Its one pass over /proc holds
+        up the reaper, but only for a shim killed from outside: rare."""
+        found = orphan_processes({self.session_id: self.pid}).get(self.session_id, [])
+        signal_each(found, signal.SIGKILL)
+        return found
+
+    def _shim_end(self, code: int | None) -> str:
+        if self.popen is None:  # not our child: how it ended is not ours to learn
+            return "its shim ended without recording the agent's exit status"
+        return f"its shim was {describe_exit(code)}, so the agent's exit status is unknown"
 
 
 def session_processes(session_ids: set[str] | None = None) -> dict[str, list[int]]:
@@ -365,6 +408,29 @@ def session_processes(session_ids: set[str] | None = None) -> dict[str, list[int
     for pid, _pgrp, session_id in _read_proc():
         if session_id is not None and (session_ids is None or session_id in session_ids):
             found.setdefault(session_id, []).append(pid)
+    return found
+
+
+def orphan_processes(runs: Mapping[str, int | None]) -> dict[str, list[int]]:
+    """Live processes of runs whose shim has ended unreaped by us, by session: every
+    process with the session's marker, and every member of the run's process group
+    (``runs[session]``: its shim's pid, None if never known) once a member with the
+    marker proves the group is still the run's.
+
+    With its leader gone, a group's id is held by its members alone: it cannot pass to
+    another group while one of them lives, but once they are all gone a new process may
+    take the id and lead a group of its own. A proven group yields the members that
+    cleared their environment too. One pass over /proc serves any number of runs.
+    """
+    snapshot = _read_proc()
+    run_of = {pgid: session_id for session_id, pgid in runs.items() if pgid is not None}
+    proven = {pgrp for _pid, pgrp, marker in snapshot if marker and run_of.get(pgrp) == marker}
+    found: dict[str, list[int]] = {}
+    for pid, pgrp, marker in snapshot:
+        if pgrp in proven:
+            found.setdefault(run_of[pgrp], []).append(pid)
+        elif marker is not None and marker in runs:
+            found.setdefault(marker, []).append(pid)
     return found
 
 

@@ -9,8 +9,13 @@ is announced with ``recovered`` set:
   not killed when its shim ended, with no hive to reap it;
 * with its agent still alive (same pid *and* start time): re-adopted, its exit recorded
   when it comes (a stop that had begun goes on);
-* otherwise: failed, reason ``lost``. Processes of a start that was never confirmed are
-  found by their session marker and stopped, so nothing runs twice.
+* otherwise: failed, reason ``lost``. Whatever of the run still runs is killed, so
+  nothing runs twice, or on unwatched: the processes of a start that was never
+  confirmed, an agent whose shim was killed (by a container tool, the OOM killer) and
+  what it started.
+
+What a run left is found by its session marker, and by its process group where a
+member with the marker proves the group is still the run's (see ``orphan_processes``).
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from hive_actors._core import HiveCore
 from hive_actors._models import SessionInfo
 from hive_actors._process import (
     describe_exit,
+    describe_lost,
     killed_by_signal,
+    orphan_processes,
     process_start_time,
     read_status,
-    session_processes,
     signal_each,
 )
 from hive_actors._runner import status_file
@@ -50,34 +56,55 @@ def recover(core: HiveCore, start_child: StartChild) -> None:
         _check_mirror(info)
     _report_unregistered(core)
     unsettled = [info for info in core.table.all() if info.status not in TERMINAL]
+    settling = [info for info in unsettled if info.status not in RESUMABLE]
     outcomes = {
         info.session_id: read_status(status_file(Path(info.working_dir), info.runs))
-        for info in unsettled
-        if info.status not in RESUMABLE
+        for info in settling
     }
-    ended = {session_id for session_id, code in outcomes.items() if code is not None}
-    unconfirmed = {info.session_id for info in unsettled if info.pid is None} & outcomes.keys()
-    looked_for = ended | unconfirmed  # what they left; what may otherwise run twice
-    strays = session_processes(looked_for) if looked_for else {}
+    alive = {  # the shim lives on: its agent is re-adopted
+        info.session_id
+        for info in settling
+        if outcomes[info.session_id] is None
+        and info.pid is not None
+        and process_start_time(info.pid) == info.pid_start
+    }
+    # Every other run is over, or watched by no shim: what it left would run on unwatched,
+    # or run twice once the session starts again.
+    over = {info.session_id: info.pid for info in settling if info.session_id not in alive}
+    strays = orphan_processes(over) if over else {}
     for info in unsettled:
         if info.status in RESUMABLE:
             start_child(info, False)
             continue
         code = outcomes[info.session_id]
         leftovers = strays.get(info.session_id, [])
+        signal_each(leftovers, signal.SIGKILL)  # before the session can run again
         if code is not None:
-            signal_each(leftovers, signal.SIGKILL)  # before the session can run again
             _record_outcome(core, info, code, start_child)
-        elif info.pid is not None and process_start_time(info.pid) == info.pid_start:
+        elif info.session_id in alive:
             log.info("re-adopting agent", session_id=info.session_id, pid=info.pid)
             start_child(info, True)
         else:
-            detail = describe_exit(None)
-            if leftovers:
-                signal_each(leftovers, signal.SIGKILL)
-                detail = "its start was never confirmed; its processes were stopped"
+            detail = _describe_lost(info, leftovers)
             log.warning("session lost", session_id=info.session_id, detail=detail)
-            core.commit(info, Status.FAILED, reason="lost", detail=detail, pid=None, recovered=True)
+            core.commit(
+                info,
+                Status.FAILED,
+                reason="lost",
+                detail=detail,
+                exit_code=None,
+                pid=None,
+                recovered=True,
+            )
+
+
+def _describe_lost(info: SessionInfo, killed: list[int]) -> str:
+    if not killed:
+        return describe_exit(None)
+    if info.pid is None:
+        return describe_lost("its start was never confirmed", killed)
+    cause = "its shim ended while no hive ran, without recording the agent's exit status"
+    return describe_lost(cause, killed)
 
 
 def _report_unregistered(core: HiveCore) -> None:

@@ -16,7 +16,7 @@ import structlog
 from pykka import ThreadingFuture
 
 from hive_actors._faults import crash_point
-from hive_actors._process import AgentProcess, LogUnavailable, read_status
+from hive_actors._process import AgentProcess, LogUnavailable
 from hive_actors._reaper import ExitCallback, Reaper
 from hive_actors._runtime import ActorPool
 from hive_actors._supervision import Child
@@ -66,6 +66,8 @@ class Exited:
     run: int
     exit_code: int | None
     """Shell convention (128+N: killed by signal N); None when nobody knows it."""
+    detail: str | None = None
+    """Why nobody knows it, when a hive watched the run (its shim was killed)."""
 
 
 def status_file(working_dir: Path, run: int) -> Path:
@@ -140,7 +142,7 @@ class ProcessRunner(Child):
         parent = self._parent
 
         def report(process: AgentProcess, code: int | None) -> None:
-            parent.tell(Exited(process.run, code))
+            parent.tell(Exited(process.run, code, process.lost_detail))
 
         return report
 
@@ -150,7 +152,13 @@ class ProcessRunner(Child):
             self._session_id, message.run, message.pid, message.start_time, status
         )
         if process is None:  # it ended (or its pid now belongs to another process)
-            self.tell_parent(Exited(message.run, read_status(status)))
+            # Reaped as if it had been watched: a shim killed from outside meanwhile
+            # leaves an agent that nobody would watch otherwise.
+            process = AgentProcess(
+                self._session_id, message.run, message.pid, message.start_time, status
+            )
+            code = process.reap()
+            self.tell_parent(Exited(message.run, code, process.lost_detail))
             return
         log.info("re-adopted agent", session_id=self._session_id, pid=process.pid)
         self._reaper.watch(process, self._exit_reporter())

@@ -253,8 +253,8 @@ class SessionSupervisor(Child):
                 self._on_spawned(pid, start_time)
             case SpawnFailed(run, detail) if run == self._run:
                 self._on_spawn_failed(detail)
-            case Exited(run, exit_code) if run == self._run:
-                self._on_exited(exit_code)
+            case Exited(run, exit_code, detail) if run == self._run:
+                self._on_exited(exit_code, detail)
             case Spawned() | SpawnFailed() | Exited():
                 log.debug("stale message from an earlier run", session_id=self._id, msg=message)
             case CrashChild(name, error, reply):
@@ -360,8 +360,10 @@ class SessionSupervisor(Child):
             self._acquiring = None
             self._finish(Status.TERMINATED, "max_lifetime", detail)
 
-    def _restart_agent(self, code: int | None) -> bool:
-        """Schedule a restart if the policy wants one; True if it was scheduled."""
+    def _restart_agent(self, code: int | None, ended: str) -> bool:
+        """Schedule a restart if the policy wants one; True if it was scheduled.
+
+        ``ended`` says how the run ended, for the restart's detail."""
         info = self._info
         wanted = info.restart_policy == "always" or (
             info.restart_policy == "on-failure" and code != 0
@@ -371,8 +373,7 @@ class SessionSupervisor(Child):
         delay = min(info.restart_backoff * 2**self._restarts_in_a_row, MAX_BACKOFF)
         self._restarts_in_a_row += 1
         detail = (
-            f"{describe_exit(code)}; restart {self._restarts_in_a_row} of "
-            f"{info.restart_limit} in {delay:g} s"
+            f"{ended}; restart {self._restarts_in_a_row} of {info.restart_limit} in {delay:g} s"
         )
         # Armed before the commit announces the restart, so the backoff starts now.
         self._run = info.runs + 1
@@ -428,18 +429,18 @@ class SessionSupervisor(Child):
         elif self._info.status is Status.STARTING:
             self._finish(Status.FAILED, "spawn_error", detail, runs=self._run)
 
-    def _on_exited(self, code: int | None) -> None:
+    def _on_exited(self, code: int | None, lost_detail: str | None) -> None:
         if self._info.status is Status.STARTING:  # cannot happen: Spawned is told first
             log.warning("exit before spawn was confirmed", session_id=self._id)
             self._info = self._core.commit(self._info, Status.RUNNING, reason="spawned")
-        detail = describe_exit(code)
+        detail = lost_detail or describe_exit(code)
         if self._stopping is not None:
             stop = self._stopping
             self._finish(stop.outcome, stop.reason, stop.detail or detail, exit_code=code)
-        elif self._restart_agent(code):
+        elif self._restart_agent(code, detail):
             pass
-        elif code is None:
-            self._finish(Status.FAILED, "lost", detail)
+        elif code is None:  # not an earlier run's code, which the info still holds
+            self._finish(Status.FAILED, "lost", detail, exit_code=None)
         elif code == 0 and self._info.persistent:
             self._arm_idle_timeout()  # before the commit announces idle: its clock starts now
             self._info = self._core.commit(

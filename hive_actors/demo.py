@@ -1,16 +1,18 @@
 """``make demo``: a few sessions of the bundled fake agent, their events live, then where
 their outputs are.
 
-    python -m hive_actors.demo [--root DIR]
+    python -m hive_actors.demo [--root DIR] [--keep]
 
-Runs against ``--root``, else ``$HIVE_ROOT``, else a new temporary directory that is kept
-so you can look at what the sessions left behind.
+Runs against ``--root``, else ``$HIVE_ROOT``, else a new temporary directory, which it
+removes at the end unless ``--keep`` asks to look at what the sessions left behind. A
+root given is never removed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -41,17 +43,29 @@ def _describe(event: Event) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hive_actors.demo", description=__doc__)
     parser.add_argument("--root", type=Path, help="hive root (default: $HIVE_ROOT or a temp dir)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temp root it makes (a root given is kept)"
+    )
     options = parser.parse_args(argv)
-    root = options.root or os.environ.get("HIVE_ROOT") or tempfile.mkdtemp(prefix="hive-demo-")
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    given = options.root or os.environ.get("HIVE_ROOT")
+    if given:
+        return _run(Path(given))
+    root = Path(tempfile.mkdtemp(prefix="hive-demo-"))
+    try:
+        return _run(root)
+    finally:
+        _dispose(root, options.keep)
 
+
+def _run(root: Path) -> int:
     try:
         hive = Hive(root=root, command=fake_agent_command(), grace_period=2)
     except RootInUse as exc:  # e.g. $HIVE_ROOT is the root a daemon serves
         print(f"demo: {exc}; for the demo, give --root DIR or unset HIVE_ROOT", file=sys.stderr)
         return 1
-    print(f"hive root: {root}\n")
     with hive:
+        print(f"hive root: {root}\n")
         since = hive.last_seq
         ids = []
         for task, priority, args in TASKS:
@@ -79,6 +93,20 @@ def main(argv: list[str] | None = None) -> int:
         failed = [i for i in ids if hive.status(i) != "completed"]
         print(f"{len(ids) - len(failed)} completed, {len(failed)} failed (one on purpose)")
     return 0
+
+
+def _dispose(root: Path, keep: bool) -> None:
+    """The temp dir the demo made is its own to remove, once its hive has closed; a demo
+    run after demo run must not leave one behind each time without saying so."""
+    if keep:
+        print(f"kept the demo's temp root {root}")
+        return
+    try:
+        shutil.rmtree(root)
+    except OSError as exc:
+        print(f"demo: could not remove its root {root}: {exc.strerror}", file=sys.stderr)
+    else:
+        print(f"removed the demo's temp root {root} (give --keep to keep it)")
 
 
 if __name__ == "__main__":

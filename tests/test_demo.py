@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -12,13 +13,16 @@ from hive_actors import Hive
 from .conftest import kill_leftovers
 
 
-def _demo(*args: str) -> subprocess.CompletedProcess[str]:
+def _demo(*args: str, temp: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the demo; with ``temp``, the temp dirs it makes go there (TMPDIR)."""
+    env = dict(os.environ) if temp is None else {**os.environ, "TMPDIR": str(temp)}
     return subprocess.run(
         [sys.executable, "-m", "hive_actors.demo", *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+        env=env,
     )
 
 
@@ -29,7 +33,8 @@ def test_the_demo_runs_its_sessions_and_says_where_their_outputs_are(tmp_path: P
         kill_leftovers([tmp_path / "sessions"])
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"hive root: {tmp_path}\n")
-    assert done.stdout.endswith("3 completed, 1 failed (one on purpose)\n")
+    assert done.stdout.endswith("3 completed, 1 failed (one on purpose)\n")  # and kept
+    assert (tmp_path / "registry.db").exists()
     rows = re.findall(r"^([0-9a-f-]{36})  (\w+) +(\S+) +(\S+)$", done.stdout, re.MULTILINE)
     assert sorted((status, code) for _id, status, code, _out in rows) == [
         ("completed", "0"),
@@ -54,3 +59,30 @@ def test_the_demo_on_a_root_another_hive_manages_says_so_and_does_nothing(
     assert done.stdout == ""
     assert done.stderr.startswith("demo: a Hive in process ")
     assert done.stderr.endswith("for the demo, give --root DIR or unset HIVE_ROOT\n")
+
+
+def test_the_demo_removes_the_temp_root_it_made_and_says_so(tmp_path: Path) -> None:
+    try:
+        done = _demo(temp=tmp_path)
+    finally:
+        kill_leftovers(tmp_path.glob("hive-demo-*/sessions"))
+    assert done.returncode == 0, done.stderr
+    root = tmp_path / done.stdout.splitlines()[0].removeprefix(f"hive root: {tmp_path}/")
+    assert root.name.startswith("hive-demo-")
+    assert done.stdout.endswith(
+        "3 completed, 1 failed (one on purpose)\n"
+        f"removed the demo's temp root {root} (give --keep to keep it)\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_demo_keeps_its_temp_root_when_asked(tmp_path: Path) -> None:
+    try:
+        done = _demo("--keep", temp=tmp_path)
+    finally:
+        kill_leftovers(tmp_path.glob("hive-demo-*/sessions"))
+    assert done.returncode == 0, done.stderr
+    (root,) = tmp_path.glob("hive-demo-*")
+    assert done.stdout.startswith(f"hive root: {root}\n")
+    assert done.stdout.endswith(f"kept the demo's temp root {root}\n")
+    assert (root / "registry.db").exists()

@@ -11,13 +11,14 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from hive_actors import Hive, RootInUse
-from hive_actors._process import read_status, signal_each
-from hive_actors.testing import session_processes
+from hive_actors import Hive, RootInUse, _recovery
+from hive_actors._process import process_start_time, read_status, signal_each
+from hive_actors.testing import FakeClock, ReadySignal, session_processes
 
 from .conftest import Daemon, Hives, eventually, kill_leftovers, process_alive
 
@@ -135,6 +136,116 @@ def test_a_vanished_agent_without_an_exit_status_is_lost(hives: Hives, tmp_path:
     info = hive.get_session_info(session_id)
     assert (info.status, info.reason) == ("failed", "lost")
     assert "no hive watched" in (info.detail or "")
+
+
+def _recorded_pid(root: Path, session_id: str) -> int:
+    """The shim's pid, as the hive that started the run recorded it in session.json."""
+    pid: int = json.loads((root / "sessions" / session_id / "session.json").read_text())["pid"]
+    return pid
+
+
+def _orphan_an_agent(root: Path, ready: Callable[[], ReadySignal]) -> tuple[str, int, int, int]:
+    """The second run of a persistent session (the first exited 0) left by a crashed hive,
+    its agent with a grandchild in its group that cleared its environment (only the group
+    finds it); the session, shim, agent and grandchild."""
+    signal_ = ready()
+    (session_id,) = _run_script(
+        f"""
+        hive = Hive(root=sys.argv[1], command=fake_agent_command())
+        session_id = hive.create_session("orphaned", persistent=True)
+        hive.start_session(session_id)
+        assert hive.wait(session_id, timeout=30) == "idle"
+        args = ["--sleep", "inf", "--grandchild", "--bare-grandchild"]
+        hive.start_session(session_id, [*args, "--ready", {str(signal_.path)!r}])
+        print(session_id, flush=True)
+        os._exit(0)
+        """,
+        root,
+    )
+    agent = signal_.wait()
+    return session_id, _recorded_pid(root, session_id), agent["pid"], agent["grandchild"]
+
+
+def _lost_detail(cause: str, killed: list[int]) -> str:
+    pids = ", ".join(str(pid) for pid in sorted(killed))
+    return f"{cause}; killed the {len(killed)} processes of the run still running (pids {pids})"
+
+
+def test_a_live_agent_whose_shim_was_killed_while_no_hive_ran_is_killed_and_recorded(
+    hives: Hives, tmp_path: Path, ready: Callable[[], ReadySignal]
+) -> None:
+    """A container tool or the OOM killer took the shim, which records the agent's exit,
+    and left the agent running, unwatched: the next hive finds the run's processes (by
+    their marker, and by their group), kills them and says so."""
+    root = tmp_path / "root"
+    session_id, shim, agent, grandchild = _orphan_an_agent(root, ready)
+    try:
+        os.kill(shim, signal.SIGKILL)
+        eventually(lambda: not process_alive(shim))
+        assert process_alive(agent)
+        assert process_alive(grandchild)
+        hive = hives.open(root=root)
+        info = hive.get_session_info(session_id)
+        assert (info.status, info.reason, info.exit_code) == ("failed", "lost", None)
+        cause = "its shim ended while no hive ran, without recording the agent's exit status"
+        assert info.detail == _lost_detail(cause, [agent, grandchild])
+        eventually(lambda: not process_alive(agent) and not process_alive(grandchild))
+        assert session_processes(session_id) == []
+    finally:
+        signal_each([agent, grandchild], signal.SIGKILL)
+
+
+def test_a_re_adopted_agent_whose_shim_is_killed_is_killed_and_recorded(
+    hives: Hives, tmp_path: Path, ready: Callable[[], ReadySignal], clock: FakeClock
+) -> None:
+    """The same while a hive watches a run it re-adopted: the shim is not its child, so
+    its group is found as recovery finds it, not through the shim's zombie."""
+    root = tmp_path / "root"
+    session_id, shim, agent, grandchild = _orphan_an_agent(root, ready)
+    try:
+        hive = hives.open(root=root, clock=clock)  # no sweep runs: its clock stands still
+        assert hive.status(session_id) == "running"
+        os.kill(shim, signal.SIGKILL)
+        assert hive.wait(session_id, timeout=10) == "failed"
+        info = hive.get_session_info(session_id)
+        assert (info.reason, info.exit_code) == ("lost", None)
+        cause = "its shim ended without recording the agent's exit status"
+        assert info.detail == _lost_detail(cause, [agent, grandchild])
+        eventually(lambda: not process_alive(agent) and not process_alive(grandchild))
+        assert session_processes(session_id) == []
+    finally:
+        signal_each([agent, grandchild], signal.SIGKILL)
+
+
+def test_a_shim_killed_after_recovery_found_it_alive_leaves_nothing_running(
+    hives: Hives,
+    tmp_path: Path,
+    ready: Callable[[], ReadySignal],
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The shim dies between recovery's look at it and its adoption by the session's
+    runner: the runner finds it gone, and reaps it as the reaper would have."""
+    root = tmp_path / "root"
+    session_id, shim, agent, grandchild = _orphan_an_agent(root, ready)
+    try:
+        shim_start = process_start_time(shim)
+        os.kill(shim, signal.SIGKILL)
+        eventually(lambda: not process_alive(shim))
+        # Fault injection: recovery still sees the shim as it was a moment before.
+        looked = _recovery.process_start_time
+        monkeypatch.setattr(
+            _recovery, "process_start_time", lambda pid: shim_start if pid == shim else looked(pid)
+        )
+        hive = hives.open(root=root, clock=clock)
+        assert hive.wait(session_id, timeout=10) == "failed"
+        info = hive.get_session_info(session_id)
+        assert (info.reason, info.exit_code) == ("lost", None)
+        cause = "its shim ended without recording the agent's exit status"
+        assert info.detail == _lost_detail(cause, [agent, grandchild])
+        eventually(lambda: not process_alive(agent) and not process_alive(grandchild))
+    finally:
+        signal_each([agent, grandchild], signal.SIGKILL)
 
 
 def test_a_recycled_pid_is_not_mistaken_for_the_agent(hives: Hives, tmp_path: Path) -> None:

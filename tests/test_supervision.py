@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pykka
 import pytest
@@ -136,6 +137,32 @@ def test_an_agent_killed_from_outside_fails_its_session(
     info = hive.get_session_info(victim)
     assert (info.reason, info.exit_code, info.detail) == ("signal", 137, "killed by SIGKILL")
     assert hive.status(bystander) == "running"
+
+
+def test_an_agent_whose_shim_is_killed_from_outside_is_killed_and_its_session_lost(
+    hive: Hive, ready
+) -> None:
+    """A container tool or the OOM killer kills the shim, which would record the agent's
+    exit, and leaves the agent: the hive kills what of the run still runs and says so.
+    The exit code is unknown, not the one of the session's earlier run."""
+    session_id = hive.create_session("orphaned", persistent=True)
+    hive.start_session(session_id)
+    assert hive.wait(session_id, timeout=10) == "idle"
+    assert hive.get_session_info(session_id).exit_code == 0
+    signal_ = ready()
+    hive.start_session(session_id, ["--sleep", "inf", "--grandchild", "--ready", str(signal_.path)])
+    agent = signal_.wait()
+    os.kill(hive.get_session_info(session_id).pid, signal.SIGKILL)
+    assert hive.wait(session_id, timeout=10) == "failed"
+    info = hive.get_session_info(session_id)
+    assert (info.reason, info.exit_code) == ("lost", None)
+    pids = ", ".join(str(pid) for pid in sorted([agent["pid"], agent["grandchild"]]))
+    assert info.detail == (
+        "its shim was killed by SIGKILL, so the agent's exit status is unknown; "
+        f"killed the 2 processes of the run still running (pids {pids})"
+    )
+    eventually(lambda: not process_alive(agent["pid"]) and not process_alive(agent["grandchild"]))
+    assert session_processes(session_id) == []
 
 
 def test_the_root_manager_survives_an_exception_and_serves_on(

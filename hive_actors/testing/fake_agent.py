@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
         "--setsid-grandchild", action="store_true", help="that child leaves our process group"
     )
     parser.add_argument(
+        "--bare-grandchild", action="store_true", help="that child gets an empty environment"
+    )
+    parser.add_argument(
         "--ignore-term", action="store_true", help="ignore SIGTERM (and so does the child)"
     )
     parser.add_argument(
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             [shutil.which("sleep") or "/bin/sleep", "3600"],
             start_new_session=options.setsid_grandchild,
             stdin=subprocess.DEVNULL,
+            env={} if options.bare_grandchild else None,  # no HIVE_SESSION_ID to find it by
         ).pid
         if options.stubborn_grandchild and not options.ignore_term:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)

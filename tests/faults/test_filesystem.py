@@ -82,8 +82,12 @@ def test_non_utf8_input_is_refused_at_every_entry_point(daemon: Daemon, hives: H
             content=b'{"task": "bad \xff bytes"}',
             headers={"content-type": "application/json"},
         )
-        assert raw.status_code == 400  # not even parseable as JSON
-        assert raw.json()["error"] == "invalid_input"
+        # 422 like every refused input (it was 400 here, 422 for other bad bodies)
+        assert raw.status_code == 422
+        assert raw.json() == {
+            "error": "invalid_input",
+            "message": "body is not UTF-8 text (invalid start byte at byte 14); send UTF-8 JSON",
+        }
         assert http.get("/sessions").json()["sessions"] == []
     hive = hives.open()
     with pytest.raises(InvalidTask, match="not valid UTF-8"):

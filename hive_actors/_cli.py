@@ -24,7 +24,7 @@ from hive_actors._client import ApiError, Client, DaemonUnreachable
 from hive_actors._lockfile import DaemonLock
 from hive_actors._paths import default_root
 from hive_actors._states import SETTLED
-from hive_actors.errors import CorruptState, HiveError, InvalidInput
+from hive_actors.errors import CorruptState, HiveError, InvalidInput, WorkspaceError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
         return _fail(str(exc), EXIT_UNREACHABLE)
     except InvalidInput as exc:
         return _fail(str(exc), EXIT_INVALID)
-    except CorruptState as exc:
+    except (CorruptState, WorkspaceError) as exc:  # the root's state, not a conflict
         return _fail(str(exc), EXIT_ERROR)
     except HiveError as exc:  # DaemonRunning and the like
         return _fail(str(exc), EXIT_CONFLICT)

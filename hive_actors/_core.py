@@ -26,6 +26,7 @@ from hive_actors._models import (
     SessionStatusEvent,
     SessionTerminatedEvent,
 )
+from hive_actors._permissions import refused
 from hive_actors._process import Sweeper
 from hive_actors._reaper import Reaper
 from hive_actors._registry import Registry
@@ -169,8 +170,8 @@ def _hold_root(root: Path) -> HiveLock:
         root.mkdir(parents=True, exist_ok=True)
         lock = HiveLock(root)
         acquired = lock.acquire()
-    except OSError as exc:
-        raise WorkspaceError(root, exc) from exc
+    except OSError as exc:  # a root it may not write: say why, never as corruption
+        raise refused(Path(exc.filename or root), exc) from exc
     if not acquired:
         raise RootInUse(root, lock.holder())
     return lock

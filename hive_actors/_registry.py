@@ -10,6 +10,7 @@ daemon dying); only a power loss can drop the last commits.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -20,8 +21,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hive_actors._models import Event, EventBase, SessionInfo, parse_event
+from hive_actors._permissions import check_writable, refused
 from hive_actors._workspace import create_wal
-from hive_actors.errors import CorruptState, WorkspaceError
+from hive_actors.errors import CorruptState, HiveError
 
 SCHEMA_VERSION = 1
 _PAGE = 1000
@@ -55,8 +57,8 @@ T = TypeVar("T")
 
 
 def _open(path: Path) -> sqlite3.Connection:
-    """The registry's connection for writing, opened only once the file proved sound: a
-    refused registry is left byte for byte as it was, nothing made beside it.
+    """The registry's connection for writing, opened only once the file proved writable
+    and sound: a refused registry is left byte for byte as it was, nothing made beside it.
 
     A root without one gets a new registry, made under a temporary name and renamed into
     place whole, so no crash leaves an empty file there: an empty registry.db is damage.
@@ -65,12 +67,14 @@ def _open(path: Path) -> sqlite3.Connection:
         try:
             _create(path)
         except OSError as exc:
-            raise WorkspaceError(path, exc) from exc
+            raise refused(path, exc) from exc
+    check_writable(path.parent)  # where SQLite makes the -wal and -shm files
+    check_writable(path)
     _check(path)
     try:
         return connect_wal(path)
     except sqlite3.DatabaseError as exc:
-        raise _unreadable(path, exc) from exc
+        raise _failed(path, exc) from exc
 
 
 def _create(path: Path) -> None:
@@ -104,7 +108,7 @@ def _check(path: Path) -> None:
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:
-        raise _unreadable(path, exc) from exc
+        raise _failed(path, exc) from exc
     if verdict != "ok":  # the first problem found; the header line says nothing
         raise _unreadable(path, " ".join(verdict.replace("*** in database main ***", "").split()))
     if version > SCHEMA_VERSION:
@@ -112,6 +116,14 @@ def _check(path: Path) -> None:
             f"{path} has schema version {version}; this hive_actors reads up to "
             f"{SCHEMA_VERSION}: upgrade hive_actors to open it"
         )
+
+
+def _failed(path: Path, exc: sqlite3.DatabaseError) -> HiveError:
+    """What an SQLite error met opening the registry means: SQLite may not write the file
+    (though ``check_writable`` saw no reason why), or the file is damaged."""
+    if exc.sqlite_errorname.startswith("SQLITE_READONLY"):
+        return refused(path, PermissionError(errno.EACCES, str(exc)))
+    return _unreadable(path, exc)
 
 
 def _unreadable(path: Path, why: object) -> CorruptState:
@@ -157,7 +169,7 @@ class Registry:
             row = self._db.execute("SELECT max(seq) FROM events").fetchone()
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise _unreadable(path, exc) from exc
+            raise _failed(path, exc) from exc
         except BaseException:
             self._db.close()
             raise

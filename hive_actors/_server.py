@@ -28,6 +28,7 @@ from hive_actors._http import create_app, is_public
 from hive_actors._lockfile import DaemonLock
 from hive_actors._logging import configure_daemon_logging
 from hive_actors._paths import LOG_NAME, TOKEN_NAME, socket_path
+from hive_actors._permissions import refused
 from hive_actors.errors import HiveError, InvalidConfig
 
 log = structlog.get_logger(__name__)
@@ -111,9 +112,13 @@ def serve(options: ServeOptions) -> None:
 
 def _serve(options: ServeOptions, starter: _Starter) -> None:
     config = HiveConfig.load(root=options.root)
-    config.root.mkdir(parents=True, exist_ok=True)
     lock = DaemonLock(config.root)
-    if not lock.acquire():
+    try:
+        config.root.mkdir(parents=True, exist_ok=True)
+        acquired = lock.acquire()
+    except OSError as exc:  # a root it may not write: say why, as the Hive would
+        raise refused(Path(exc.filename or config.root), exc) from exc
+    if not acquired:
         raise DaemonRunning(config.root, lock.holder())
     path = socket_path(config.root, options.socket)
     listeners: list[socket.socket] = []

@@ -1,18 +1,24 @@
-"""A registry that is empty or damaged is reported as what it is, and left byte for byte
-as it was: never written to, never replaced, nothing made beside it."""
+"""A registry that is empty, damaged or not writable is reported as what it is, and left
+byte for byte as it was: never written to, never replaced, nothing made beside it."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from hive_actors import CorruptState
 
-from ..conftest import Daemon, Hives
+from ..conftest import HIVECTL, Daemon, Hives
 
 UNREADABLE = "not a readable hive registry"
+NOBODY = 65534
+MOUNT_FAILED = 77
+"""The exit code of a child that could not make its read-only mount."""
 
 
 def _beside(registry: Path) -> list[str]:
@@ -81,3 +87,108 @@ def test_a_registry_with_damaged_pages_is_refused_without_a_write(
     assert served.stderr.count("\n") == 1  # one line, no traceback
     assert registry.read_bytes() == data
     assert _beside(registry) == []
+
+
+def _open_in_child(root: Path, *prefix: str) -> subprocess.CompletedProcess[str]:
+    """Open a Hive on ``root`` in a child process run through ``prefix``; it prints the
+    ReadOnlyState it met (any other outcome fails it)."""
+    script = (
+        "import sys\n"
+        "from hive_actors import Hive, ReadOnlyState\n"
+        "try:\n"
+        "    Hive(root=sys.argv[1], command=['true']).close()\n"
+        "except ReadOnlyState as exc:\n"
+        "    print(exc)\n"
+        "else:\n"
+        "    sys.exit('the Hive opened')\n"
+    )
+    return subprocess.run(
+        [*prefix, sys.executable, "-c", script, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _read_only_mount(path: Path) -> tuple[str, ...]:
+    """A prefix that runs its command in a mount namespace where ``path`` is read-only."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) for a read-only mount")
+    mount = (
+        'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" '
+        f'|| exit {MOUNT_FAILED}; shift; exec "$@"'
+    )
+    return ("unshare", "--mount", "sh", "-c", mount, str(path), "--")
+
+
+def _without_root_privileges() -> tuple[str, ...]:
+    """A prefix under which file permissions bind this process as they bind any user's:
+    root loses the capabilities that override them; anyone else needs no prefix."""
+    if os.geteuid() != 0:
+        return ()
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv(1) to run as root without the override of permissions")
+    return ("setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner")
+
+
+def _skip_if_no_mount(done: subprocess.CompletedProcess[str]) -> None:
+    if done.returncode == MOUNT_FAILED or "unshare failed" in done.stderr:
+        pytest.skip(f"this machine allows no read-only mount here: {done.stderr.strip()}")
+
+
+@pytest.mark.parametrize("cause", ["read-only file system", "permissions", "owner"])
+def test_a_registry_that_cannot_be_written_is_reported_as_such_and_left_alone(
+    hives: Hives, tmp_path: Path, cause: str
+) -> None:
+    root = tmp_path / "root"
+    registry = _registry_with_sessions(hives, root, 3)
+    if cause == "read-only file system":
+        prefix = _read_only_mount(registry)
+        why = "it is on a read-only file system; remount it read-write, or use a root on a "
+        why += "writable file system"
+    elif cause == "permissions":
+        prefix = _without_root_privileges()
+        registry.chmod(0o444)
+        why = "its permissions (0444) do not let its owner write it; make it writable by "
+        why += "its owner (chmod u+w)"
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("giving a file to another owner needs root")
+        prefix = _without_root_privileges()
+        os.chown(registry, NOBODY, NOBODY)
+        why = f"it belongs to uid {NOBODY} and this process runs as uid 0; run hive_actors "
+        why += f"as uid {NOBODY}, or give it to uid 0 (chown)"
+    before = registry.read_bytes()
+    done = _open_in_child(root, *prefix)
+    _skip_if_no_mount(done)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"cannot write {registry}: {why}. It was left as it was\n"
+    assert registry.read_bytes() == before
+    assert _beside(registry) == []
+
+
+def test_a_root_on_a_read_only_file_system_is_reported_as_such(
+    hives: Hives, tmp_path: Path
+) -> None:
+    """The whole root read-only: its lock files are the first it cannot write, or, for
+    one not made yet, the root they would be made in."""
+    root = tmp_path / "root"
+    _registry_with_sessions(hives, root, 1)
+    read_only = _read_only_mount(root)
+    why = "it is on a read-only file system; remount it read-write, or use a root on a "
+    why += "writable file system. It was left as it was"
+    opened = _open_in_child(root, *read_only)
+    _skip_if_no_mount(opened)
+    assert opened.stdout == f"cannot write {root / 'hive.lock'}: {why}\n", opened.stderr
+    served = subprocess.run(
+        [*read_only, HIVECTL, "--root", str(root), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert served.returncode == 7
+    assert served.stderr == f"hivectl: cannot write {root}: {why}\n"  # no daemon.lock yet

@@ -10,6 +10,7 @@ daemon dying); only a power loss can drop the last commits.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hive_actors._models import Event, EventBase, SessionInfo, parse_event
-from hive_actors._permissions import check_writable, refused
+from hive_actors._permissions import check_writable, open_private, refused
 from hive_actors._workspace import create_wal
 from hive_actors.errors import CorruptState, HiveError
 
@@ -134,7 +135,13 @@ def _unreadable(path: Path, why: object) -> CorruptState:
 
 
 def connect_wal(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed) an SQLite file in WAL mode, shared by the threads that lock it."""
+    """Open (creating if needed) an SQLite file in WAL mode, shared by the threads that lock it.
+
+    A file it makes is owner-only, as are the -wal and -shm SQLite makes beside it (SQLite
+    gives them the database's permissions).
+    """
+    with contextlib.suppress(FileExistsError):  # SQLite would make it 0644
+        os.close(open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
     connection = sqlite3.connect(
         path, check_same_thread=False, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000
     )

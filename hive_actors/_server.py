@@ -28,7 +28,7 @@ from hive_actors._http import create_app, is_public
 from hive_actors._lockfile import DaemonLock
 from hive_actors._logging import configure_daemon_logging
 from hive_actors._paths import LOG_NAME, TOKEN_NAME, socket_path
-from hive_actors._permissions import refused
+from hive_actors._permissions import open_private, private_dir, refused
 from hive_actors.errors import HiveError, InvalidConfig
 
 log = structlog.get_logger(__name__)
@@ -114,7 +114,7 @@ def _serve(options: ServeOptions, starter: _Starter) -> None:
     config = HiveConfig.load(root=options.root)
     lock = DaemonLock(config.root)
     try:
-        config.root.mkdir(parents=True, exist_ok=True)
+        private_dir(config.root)
         acquired = lock.acquire()
     except OSError as exc:  # a root it may not write: say why, as the Hive would
         raise refused(Path(exc.filename or config.root), exc) from exc
@@ -267,7 +267,7 @@ def _token(root: Path, given: str | None) -> str:
         return token
     path = root / TOKEN_NAME
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     except FileExistsError:
         return path.read_text().strip()
     token = secrets.token_urlsafe(32)

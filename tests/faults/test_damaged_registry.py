@@ -160,12 +160,13 @@ def test_a_registry_that_cannot_be_written_is_reported_as_such_and_left_alone(
         os.chown(registry, NOBODY, NOBODY)
         why = f"it belongs to uid {NOBODY} and this process runs as uid 0; run hive_actors "
         why += f"as uid {NOBODY}, or give it to uid 0 (chown)"
-    before = registry.read_bytes()
+    before, mode = registry.read_bytes(), registry.stat().st_mode
     done = _open_in_child(root, *prefix)
     _skip_if_no_mount(done)
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"cannot write {registry}: {why}. It was left as it was\n"
     assert registry.read_bytes() == before
+    assert registry.stat().st_mode == mode  # not even made owner-only
     assert _beside(registry) == []
 
 

@@ -68,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one exit per 
         return _fail(str(exc), EXIT_UNREACHABLE)
     except InvalidInput as exc:
         return _fail(str(exc), EXIT_INVALID)
-    except CorruptState as exc:
-        return _fail(str(exc), EXIT_ERROR)
-    except WorkspaceError as exc:
+    except (CorruptState, WorkspaceError) as exc:  # the root's state, not a conflict
         return _fail(str(exc), EXIT_ERROR)
     except HiveError as exc:  # DaemonRunning and the like
         return _fail(str(exc), EXIT_CONFLICT)

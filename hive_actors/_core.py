@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from hive_actors import _workspace
 from hive_actors._clock import Clock
 from hive_actors._config import HiveConfig
@@ -26,6 +28,8 @@ from hive_actors._models import (
     SessionStatusEvent,
     SessionTerminatedEvent,
 )
+from hive_actors._paths import LOG_NAME, TOKEN_NAME
+from hive_actors._permissions import private_dir, refused, tighten
 from hive_actors._process import Sweeper
 from hive_actors._reaper import Reaper
 from hive_actors._registry import Registry
@@ -35,6 +39,8 @@ from hive_actors._states import Status, check_transition
 from hive_actors._table import SessionTable
 from hive_actors._timers import Timers
 from hive_actors.errors import RootInUse, WorkspaceError
+
+log = structlog.get_logger(__name__)
 
 ACTOR_THREADS = 8
 
@@ -47,13 +53,14 @@ class HiveCore:
         try:
             for directory in (config.sessions_dir, config.logs_dir):
                 try:
-                    directory.mkdir(parents=True, exist_ok=True)
+                    private_dir(directory)
                 except OSError as exc:
                     raise WorkspaceError(directory, exc) from exc
             self.bus = EventBus()
             self.registry = Registry(
                 config.registry_path, self.bus.publish, created=clock.now().isoformat()
             )
+            _tighten(config)  # once the root proved usable: a refused one is left as it was
             self.table = SessionTable()
             self.pool = ActorPool(ACTOR_THREADS)
             self.timers = Timers(clock)
@@ -166,14 +173,32 @@ class HiveCore:
         return new
 
 
+def _tighten(config: HiveConfig) -> None:
+    """Take the group's and others' permissions off what an older hive_actors left open:
+    the root's dirs and the files right in the root (a session's own files are behind
+    those dirs). SQLite gives the -wal and -shm it makes registry.db's permissions."""
+    registry = str(config.registry_path)
+    for path in (
+        config.root,
+        config.sessions_dir,
+        config.logs_dir,
+        *(Path(registry + end) for end in ("", "-wal", "-shm")),
+        config.root / LOG_NAME,
+        config.root / TOKEN_NAME,
+    ):
+        why = tighten(path)
+        if why is not None:
+            log.warning("not owner-only", path=str(path), why=why)
+
+
 def _hold_root(root: Path) -> HiveLock:
     """Take the root's Hive lock, before anything of the root is read or written."""
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        private_dir(root)
         lock = HiveLock(root)
         acquired = lock.acquire()
-    except OSError as exc:
-        raise WorkspaceError(root, exc) from exc
+    except OSError as exc:  # a root it may not write: say why, never as corruption
+        raise refused(Path(exc.filename or root), exc) from exc
     if not acquired:
         raise RootInUse(root, lock.holder())
     return lock

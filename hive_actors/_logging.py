@@ -7,11 +7,14 @@ terminal. uvicorn's and pykka's stdlib logging go to the same places.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import structlog
+
+from hive_actors._permissions import open_private
 
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
@@ -29,6 +32,7 @@ def configure_daemon_logging(log_file: Path, interactive: bool | None = None) ->
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+    os.close(open_private(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND))  # owner-only
     to_file = logging.FileHandler(log_file, encoding="utf-8")
     to_file.setFormatter(
         structlog.stdlib.ProcessorFormatter(

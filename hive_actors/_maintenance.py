@@ -23,6 +23,7 @@ from pathlib import Path
 import structlog
 
 from hive_actors._core import HiveCore
+from hive_actors._permissions import open_private
 from hive_actors._states import SETTLED
 from hive_actors._timers import TimerHandle
 
@@ -112,5 +113,6 @@ def rotate(path: Path, keep: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.replace(f"{path}.{index}", f"{path}.{index + 1}")
     if keep > 0:
-        shutil.copyfile(path, f"{path}.1")
+        with path.open("rb") as source, open(f"{path}.1", "wb", opener=open_private) as copy:
+            shutil.copyfileobj(source, copy)
     os.truncate(path, 0)

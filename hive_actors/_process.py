@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hive_actors._permissions import open_private
+
 if TYPE_CHECKING:
     from hive_actors._timers import Timers
 
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 SHIM = """trap 'stop=1' TERM INT HUP
 status=$1; shift
 if [ -z "$stop" ]; then "$@"; code=$?; else code=143; fi
+umask 077
 printf '%s\\n' "$code" > "$status"
 exit "$code"
 """
@@ -40,12 +43,14 @@ It runs the agent in the foreground (so the agent keeps default signal dispositi
 survives the stop signal itself (a trap, which the agent does not inherit; a stop that
 arrives before the agent was launched means it never is), and writes the
 agent's exit status when it ends: the outcome is on disk even if no hive was alive to see
-it. The status is one short line written by one ``write``; a reader takes it only with its
-newline (``read_status``), so a shim killed between creating the file and writing it
-leaves "unknown", as one killed a moment earlier would. No temp file and rename: that
-would cost an exec of ``mv`` per run, as much as the shim itself. The agent's argv is
-passed as ``"$@"``, never parsed by the shell. dash costs ~1.7 MB RSS and ~1 ms to
-start, against ~10 MB and ~5 ms for a Python interpreter.
+it. The file is owner-only: the umask is set for that write, once the agent has ended
+(the agent's umask is the agent's business). The status is one short line written by one
+``write``; a reader takes it only with its newline (``read_status``), so a shim killed
+between creating the file and writing it leaves "unknown", as one killed a moment
+earlier would. No temp file and rename: that would cost an exec of ``mv`` per run, as
+much as the shim itself. The agent's argv is passed as ``"$@"``, never parsed by the
+shell. dash costs ~1.7 MB RSS and ~1 ms to start, against ~10 MB and ~5 ms for a Python
+interpreter.
 """
 SHELL = "/bin/sh"
 
@@ -184,8 +189,8 @@ class AgentProcess:
     ) -> AgentProcess:
         """Start the agent under the shim; OSError if it cannot be started."""
         resolve_program(argv[0], env)
-        try:
-            log = open(log_file, "ab")  # noqa: SIM115 - closed below, once the child has it
+        try:  # owner-only, if it has to be made again
+            log = open(log_file, "ab", opener=open_private)  # noqa: SIM115 - closed below
         except OSError as exc:
             raise LogUnavailable(log_file, exc) from exc
         _live_runs[session_id] = run  # before the fork: see Sweeper

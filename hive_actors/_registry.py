@@ -10,8 +10,11 @@ daemon dying); only a power loss can drop the last commits.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -19,7 +22,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hive_actors._models import Event, EventBase, SessionInfo, parse_event
-from hive_actors.errors import CorruptState
+from hive_actors._permissions import check_writable, open_private, refused
+from hive_actors._workspace import create_wal
+from hive_actors.errors import CorruptState, HiveError
 
 SCHEMA_VERSION = 1
 _PAGE = 1000
@@ -52,8 +57,91 @@ Hook = Callable[[], None] | None
 T = TypeVar("T")
 
 
+def _open(path: Path) -> sqlite3.Connection:
+    """The registry's connection for writing, opened only once the file proved writable
+    and sound: a refused registry is left byte for byte as it was, nothing made beside it.
+
+    A root without one gets a new registry, made under a temporary name and renamed into
+    place whole, so no crash leaves an empty file there: an empty registry.db is damage.
+    """
+    if not os.path.lexists(path):
+        try:
+            _create(path)
+        except OSError as exc:
+            raise refused(path, exc) from exc
+    check_writable(path.parent)  # where SQLite makes the -wal and -shm files
+    check_writable(path)
+    _check(path)
+    try:
+        return connect_wal(path)
+    except sqlite3.DatabaseError as exc:
+        raise _failed(path, exc) from exc
+
+
+def _create(path: Path) -> None:
+    new = path.with_name(path.name + ".new")
+    new.unlink(missing_ok=True)  # left by a crash while the last one was made
+    create_wal(new)
+    new.rename(path)
+
+
+def _check(path: Path) -> None:
+    """Refuse a registry that is empty, damaged or newer than this hive_actors, reading it
+    on a read-only connection: nothing that looks at a damaged file may write to it.
+
+    With no WAL to replay, the file alone is the whole database and SQLite is told so
+    (``immutable``): it then makes no -wal or -shm file to read it.
+    """
+    if path.stat().st_size == 0:
+        raise CorruptState(
+            f"{path} is empty (0 bytes), not a hive registry; restore it from a backup "
+            "or move it aside to start with an empty registry"
+        )
+    wal = Path(f"{path}-wal")
+    uri = path.absolute().as_uri() + "?mode=ro"
+    if not (wal.exists() and wal.stat().st_size > 0):
+        uri += "&immutable=1"
+    try:
+        db = sqlite3.connect(uri, uri=True)
+        try:
+            (verdict,) = db.execute("PRAGMA quick_check(1)").fetchone()
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise _failed(path, exc) from exc
+    if verdict != "ok":  # the first problem found; the header line says nothing
+        raise _unreadable(path, " ".join(verdict.replace("*** in database main ***", "").split()))
+    if version > SCHEMA_VERSION:
+        raise CorruptState(
+            f"{path} has schema version {version}; this hive_actors reads up to "
+            f"{SCHEMA_VERSION}: upgrade hive_actors to open it"
+        )
+
+
+def _failed(path: Path, exc: sqlite3.DatabaseError) -> HiveError:
+    """What an SQLite error met opening the registry means: SQLite may not write the file
+    (though ``check_writable`` saw no reason why), or the file is damaged."""
+    if exc.sqlite_errorname.startswith("SQLITE_READONLY"):
+        return refused(path, PermissionError(errno.EACCES, str(exc)))
+    return _unreadable(path, exc)
+
+
+def _unreadable(path: Path, why: object) -> CorruptState:
+    return CorruptState(
+        f"{path} is not a readable hive registry ({why}); restore it from a backup "
+        "or move it aside to start with an empty registry"
+    )
+
+
 def connect_wal(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed) an SQLite file in WAL mode, shared by the threads that lock it."""
+    """Open (creating if needed) an SQLite file in WAL mode, shared by the threads that lock it.
+
+    A file it makes is owner-only, as are the -wal and -shm SQLite makes beside it (SQLite
+    gives them the database's permissions).
+    """
+    with contextlib.suppress(FileExistsError):  # SQLite would make it 0644
+        os.close(open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
     connection = sqlite3.connect(
         path, check_same_thread=False, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000
     )
@@ -75,14 +163,8 @@ class Registry:
         """Guards ``_pending`` and ``_leading``: who waits, and whether someone commits."""
         self._pending: list[_Write] = []
         self._leading = False
+        self._db = _open(path)
         try:
-            self._db = connect_wal(path)
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise CorruptState(
-                    f"{path} has schema version {version}; this hive_actors reads up to "
-                    f"{SCHEMA_VERSION}: upgrade hive_actors to open it"
-                )
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._db.execute(
@@ -93,10 +175,11 @@ class Registry:
             ).fetchone()
             row = self._db.execute("SELECT max(seq) FROM events").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise CorruptState(
-                f"{path} is not a readable hive registry ({exc}); restore it from a backup "
-                "or move it aside to start with an empty registry"
-            ) from exc
+            self._db.close()
+            raise _failed(path, exc) from exc
+        except BaseException:
+            self._db.close()
+            raise
         self._last_seq: int = row[0] or 0
         self.created: str = created_at
         """When this registry was first opened (ISO 8601)."""

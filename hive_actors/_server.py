@@ -29,6 +29,7 @@ from hive_actors._http import create_app, is_public
 from hive_actors._lockfile import DaemonLock
 from hive_actors._logging import configure_daemon_logging
 from hive_actors._paths import LOG_NAME, TOKEN_NAME, socket_path
+from hive_actors._permissions import open_private, private_dir, refused
 from hive_actors.errors import HiveError, InvalidConfig, WorkspaceError
 
 log = structlog.get_logger(__name__)
@@ -122,9 +123,13 @@ def serve(options: ServeOptions) -> None:
 
 def _serve(options: ServeOptions, starter: _Starter) -> None:
     config = HiveConfig.load(root=options.root)
-    config.root.mkdir(parents=True, exist_ok=True)
     lock = DaemonLock(config.root)
-    if not lock.acquire():
+    try:
+        private_dir(config.root)
+        acquired = lock.acquire()
+    except OSError as exc:  # a root it may not write: say why, as the Hive would
+        raise refused(Path(exc.filename or config.root), exc) from exc
+    if not acquired:
         raise DaemonRunning(config.root, lock.holder())
     path = socket_path(config.root, options.socket)
     listeners: list[socket.socket] = []
@@ -351,7 +356,7 @@ def _token(root: Path, given: str | None) -> _Token:
         return _Token(os.environ["HIVE_TOKEN"], "$HIVE_TOKEN")
     path = root / TOKEN_NAME
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     except FileExistsError:
         return _Token(path.read_text().strip(), str(path))
     token = secrets.token_urlsafe(32)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import sqlite3
@@ -14,6 +13,7 @@ from typing import TypeVar
 
 from hive_actors._config import HiveConfig
 from hive_actors._models import SessionInfo
+from hive_actors._permissions import PRIVATE_DIR, open_private, private_dir
 from hive_actors.errors import CorruptState, WorkspaceError
 
 T = TypeVar("T")
@@ -63,23 +63,26 @@ class SessionPaths:
 
 
 def create(paths: SessionPaths) -> None:
-    """Make a session's directories, its WAL SQLite file and its empty log.
+    """Make a session's directories, its WAL SQLite file and its empty log, owner-only
+    but for an output dir under ``output_root`` (the user's: it follows the umask).
 
     All or nothing: on any error what was made is removed and the error re-raised.
     """
     try:
-        _in_place(paths.working_dir.mkdir, paths.working_dir)  # exclusive: never shared
+        _in_place(lambda: paths.working_dir.mkdir(PRIVATE_DIR), paths.working_dir)  # exclusive
     except OSError as exc:
         raise WorkspaceError(paths.working_dir, exc) from exc
     try:
-        paths.database.parent.mkdir()
+        paths.database.parent.mkdir(PRIVATE_DIR)
         create_wal(paths.database)
-        (paths.working_dir / ".hive").mkdir()  # the shim's exit status files
-        paths.output_dir.mkdir(parents=True)
-        if paths.output_link is not None:
+        (paths.working_dir / ".hive").mkdir(PRIVATE_DIR)  # the shim's exit status files
+        if paths.output_link is None:
+            paths.output_dir.mkdir(PRIVATE_DIR)
+        else:  # the user's exchange point, where the umask says who may look
+            paths.output_dir.mkdir(parents=True)
             paths.output_link.symlink_to(paths.output_dir, target_is_directory=True)
-        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
-        os.close(_in_place(lambda: os.open(paths.log_file, flags, 0o644), paths.log_file))
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY
+        os.close(_in_place(lambda: open_private(paths.log_file, flags), paths.log_file))
     except OSError as exc:
         remove(paths)
         raise WorkspaceError(Path(exc.filename or paths.working_dir), exc) from exc
@@ -96,7 +99,7 @@ def _in_place(make: Callable[[], T], path: Path) -> T:
     try:
         return make()
     except (FileNotFoundError, NotADirectoryError):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         return make()
 
 
@@ -153,8 +156,7 @@ def _make_wal_with_sqlite(path: Path | str) -> bytes | None:
     The rollback journal is kept in memory for the header write: no journal file is made
     and deleted beside the database.
     """
-    if os.path.lexists(path):
-        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
+    os.close(open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))  # not SQLite's 0644
     connection = sqlite3.connect(path, isolation_level=None)
     try:
         connection.execute("PRAGMA journal_mode=MEMORY")
@@ -169,7 +171,7 @@ def _make_wal_with_sqlite(path: Path | str) -> bytes | None:
 
 def _write(path: Path | str, data: bytes, flag: int) -> None:
     """Write ``data`` to a file opened with ``O_CREAT`` and ``flag`` (O_EXCL, O_TRUNC)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flag, 0o644)
+    fd = open_private(path, os.O_WRONLY | os.O_CREAT | flag)
     try:
         view = memoryview(data)
         while view:

@@ -15,7 +15,8 @@
     ├── HiveClosed
     ├── RootInUse
     ├── CorruptState
-    └── WorkspaceError
+    └── WorkspaceError (also an OSError)
+        └── ReadOnlyState
 
 Constructors take the facts and build the message, so every message says what was wrong
 and what would have been accepted.
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidSessionId",
     "InvalidTask",
     "InvalidTransition",
+    "ReadOnlyState",
     "RestartIntensityExceeded",
     "RootInUse",
     "SessionNotFound",
@@ -173,7 +175,10 @@ class RootInUse(HiveError):
 
 
 class CorruptState(HiveError):
-    """Durable state (registry or session.json) that cannot be read back as written."""
+    """Durable state (registry or session.json) that cannot be read back as written.
+
+    Unlike ReadOnlyState, the file itself is damaged; it is reported, never replaced.
+    """
 
 
 class WorkspaceError(HiveError, OSError):
@@ -183,3 +188,29 @@ class WorkspaceError(HiveError, OSError):
     def __init__(self, path: object, cause: OSError) -> None:
         self.path = path
         super().__init__(f"cannot create {path}: {cause.strerror or cause}")
+
+
+class ReadOnlyState(WorkspaceError):
+    """Durable state hive_actors must write (the registry, the root's files) that this
+    process may not write: a read-only file system, the file's permissions, or another
+    owner. Unlike CorruptState, the file may well be sound; it was left as it was.
+    """
+
+    def __init__(
+        self, path: object, *, read_only_fs: bool, owner: int, mode: int, uid: int
+    ) -> None:
+        self.path = path
+        if read_only_fs:
+            why = "it is on a read-only file system"
+            fix = "remount it read-write, or use a root on a writable file system"
+        elif owner != uid:
+            why = f"it belongs to uid {owner} and this process runs as uid {uid}"
+            fix = f"run hive_actors as uid {owner}, or give it to uid {uid} (chown)"
+        elif not mode & 0o200:
+            why = f"its permissions ({mode:04o}) do not let its owner write it"
+            fix = "make it writable by its owner (chmod u+w)"
+        else:
+            why = f"its owner and permissions ({mode:04o}) allow it, yet writing is refused"
+            fix = "look for an immutable attribute (lsattr), an ACL or a security module"
+        message = f"cannot write {path}: {why}; {fix}. It was left as it was"
+        super(WorkspaceError, self).__init__(message)  # past the "cannot create" of its parent

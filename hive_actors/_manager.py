@@ -21,6 +21,7 @@ from hive_actors._slots import Granted, Release
 from hive_actors._states import TERMINAL, Status
 from hive_actors._supervision import Call, ChildFailed, InjectCrash, answer
 from hive_actors._supervisor import SessionEnded, SessionSupervisor
+from hive_actors.errors import HiveError
 
 log = structlog.get_logger(__name__)
 
@@ -117,4 +118,22 @@ class SessionManager(PooledActor):
         if info is None or info.status in TERMINAL:
             return
         log.error("session supervisor crashed", session_id=session_id, detail=detail)
-        self._core.commit(info, Status.FAILED, reason="supervisor_crash", detail=detail, pid=None)
+        try:
+            self._core.commit(
+                info, Status.FAILED, reason="supervisor_crash", detail=detail, pid=None
+            )
+        except HiveError as exc:
+            # The disk refuses this session's writes (the crash may be that): its callers
+            # and waiters still learn it failed; the registry keeps its last state, which
+            # the next Hive reconciles (its agent was killed with the supervisor).
+            log.error("session failure not recorded", session_id=session_id, error=str(exc))
+            self._core.table.put(
+                info.model_copy(
+                    update={
+                        "status": Status.FAILED,
+                        "reason": "supervisor_crash",
+                        "detail": f"{detail} (not recorded: {exc})",
+                        "pid": None,
+                    }
+                )
+            )

@@ -29,12 +29,16 @@ def usable_root(root: Path) -> Path:
     """Return ``root``; raise InvalidConfig if it cannot be a directory (it, or the
     nearest of its parents that exists, is a file)."""
     for path in (root, *root.parents):
-        if path.exists():
-            if not path.is_dir():
-                what = "is a file" if path == root else f"lies beneath {path}, a file"
-                raise InvalidConfig(
-                    f"hive root {root} {what}, not a directory; "
-                    "choose a directory with --root or HIVE_ROOT"
-                )
-            break
+        try:
+            if not path.exists():
+                continue
+        except OSError:  # not even looked at (a parent we may not search): said when used
+            return root
+        if not path.is_dir():
+            what = "is a file" if path == root else f"lies beneath {path}, a file"
+            raise InvalidConfig(
+                f"hive root {root} {what}, not a directory; "
+                "choose a directory for the root (--root, HIVE_ROOT)"
+            )
+        break
     return root

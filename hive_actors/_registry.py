@@ -70,7 +70,9 @@ def _open(path: Path) -> sqlite3.Connection:
         except OSError as exc:
             raise refused(path, exc) from exc
     check_writable(path.parent)  # where SQLite makes the -wal and -shm files
-    check_writable(path)
+    for part in (path, *(Path(f"{path}{suffix}") for suffix in ("-wal", "-shm"))):
+        if part == path or os.path.lexists(part):  # one left by `sudo sqlite3`, say
+            check_writable(part)
     _check(path)
     try:
         return connect_wal(path)

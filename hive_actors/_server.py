@@ -149,8 +149,11 @@ def _serve(options: ServeOptions, starter: _Starter) -> None:
         finally:
             log.info("daemon stopping; terminating running sessions")
             hive.close()
-    except Exception as exc:
+    except HiveError as exc:
         log.error("daemon failed", error=str(exc), error_type=type(exc).__name__)
+        raise
+    except Exception:
+        log.exception("daemon failed")  # a bug of ours: its traceback goes to daemon.log
         raise
     finally:
         for listener in listeners:
@@ -280,6 +283,8 @@ class BearerAuth:
     """ASGI middleware for the TCP listener: no valid token, no access (401, nothing done)."""
 
     def __init__(self, app: Any, token: str) -> None:
+        if not token:
+            raise InvalidConfig("the bearer token is empty; give one, or let serve make one")
         self.app = app
         self._token = token.encode()
 
@@ -318,9 +323,12 @@ def _tcp_listener(address: str) -> socket.socket:
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise AddressInUse(address) from None
+        hint = {
+            errno.EACCES: "ports below 1024 need privileges; choose a port from 1024 up",
+            errno.EADDRNOTAVAIL: "give an address of this machine, e.g. 127.0.0.1:8765",
+        }.get(exc.errno or 0, "give another address, e.g. 127.0.0.1:8765")
         raise InvalidConfig(
-            f"--tcp {address}: cannot listen there ({exc.strerror or exc}); "
-            "give an address of this machine, e.g. 127.0.0.1:8765"
+            f"--tcp {address}: cannot listen there ({os.strerror(exc.errno or 0)}); {hint}"
         ) from None
 
 
@@ -355,12 +363,18 @@ def _token(root: Path, given: str | None) -> _Token:
     if os.environ.get("HIVE_TOKEN"):
         return _Token(os.environ["HIVE_TOKEN"], "$HIVE_TOKEN")
     path = root / TOKEN_NAME
-    try:
-        fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    except FileExistsError:
-        return _Token(path.read_text().strip(), str(path))
+    with contextlib.suppress(FileNotFoundError):
+        kept = path.read_text().strip()
+        if kept:
+            return _Token(kept, str(path))
+    # Made whole under another name, then renamed: an empty token (a crash between the
+    # create and the write) would let in anyone who sends "Bearer" and nothing after it.
     token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as handle:
+    temp = path.with_name(f".{TOKEN_NAME}.tmp")
+    with open(temp, "w", opener=open_private) as handle:
         handle.write(token + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
     log.info("generated a bearer token for TCP", file=str(path))
     return _Token(token, str(path))

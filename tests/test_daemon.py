@@ -370,6 +370,8 @@ def test_event_stream_resumes_from_last_seq_exactly_once(daemon: Daemon) -> None
 
 
 def test_tcp_needs_the_bearer_token(daemon: Daemon) -> None:
+    daemon.root.mkdir(parents=True)
+    (daemon.root / "token").write_text("")  # as a crash between its create and write left it
     ready = daemon.start("--tcp", "127.0.0.1:0")
     address = ready.split()[1]
     assert address.startswith("127.0.0.1:")
@@ -379,7 +381,13 @@ def test_tcp_needs_the_bearer_token(daemon: Daemon) -> None:
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     token = token_file.read_text().strip()
     url = f"http://{address}"
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
+    assert len(token) >= 32  # an empty one is made anew, never trusted
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": token},
+        {"Authorization": "Bearer"},
+    ):
         refused = httpx.post(f"{url}/sessions", json={"task": "sneaky"}, headers=headers)
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"] == "Bearer"

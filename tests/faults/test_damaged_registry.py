@@ -193,3 +193,21 @@ def test_a_root_on_a_read_only_file_system_is_reported_as_such(
     )
     assert served.returncode == 7
     assert served.stderr == f"hivectl: cannot write {root}: {why}\n"  # no daemon.lock yet
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-shm"])
+def test_a_registry_file_beside_it_of_another_owner_is_named_not_called_corrupt(
+    hives: Hives, tmp_path: Path, suffix: str
+) -> None:
+    """As `sudo sqlite3 registry.db` leaves them: the registry itself is sound and ours."""
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another owner needs root")
+    root = tmp_path / "root"
+    registry = _registry_with_sessions(hives, root, 1)
+    beside = Path(f"{registry}{suffix}")
+    beside.write_bytes(b"")
+    beside.chmod(0o600)
+    os.chown(beside, NOBODY, NOBODY)
+    done = _open_in_child(root, *_without_root_privileges())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"cannot write {beside}: it belongs to uid {NOBODY}"), done.stdout

@@ -133,4 +133,8 @@ def test_a_transition_the_disk_refuses_answers_at_once_and_leaves_no_agent(hives
     # The caller hears the disk's refusal, not a reply timeout a minute later.
     with pytest.raises(WorkspaceError, match=r"session\.json: Is a directory"):
         hive.terminate_session(session_id, grace=0)
+    assert hive.wait(session_id, timeout=30) == "failed"  # not left "running" for good
+    info = hive.get_session_info(session_id)
+    assert info.reason == "supervisor_crash"
+    assert "not recorded" in (info.detail or "")
     eventually(lambda: not process_alive(pid))  # the failing session left no agent behind

@@ -165,10 +165,7 @@ class HiveCore:
         }
 
     def _write(self, new: SessionInfo, events: list[EventBase]) -> SessionInfo:
-        try:
-            _workspace.write_info(new.working_dir, new)
-        except OSError as exc:  # a full disk, or the root removed under us
-            raise WorkspaceError(Path(new.working_dir) / "session.json", exc) from exc
+        _workspace.write_info(new.working_dir, new)
         self.registry.update(new, events, lambda: self.table.put(new))
         return new
 

@@ -100,11 +100,14 @@ def json_object(value: object, what: str, limit: int, error: type[Exception]) ->
     """
     if not isinstance(value, Mapping):
         raise error(f"{what} must be a JSON object (a dict), not {type(value).__name__}")
-    if _deeper_than(value, MAX_JSON_DEPTH):
+    shape = _shape(value, MAX_JSON_DEPTH, limit // 2)
+    if shape == "deep":
         raise error(
             f"{what} nests objects and lists more than {MAX_JSON_DEPTH} levels deep; "
             f"at most {MAX_JSON_DEPTH} levels are accepted"
         )
+    if shape == "large":
+        raise error(f"{what} holds too many objects and lists for {limit} bytes as JSON")
     try:
         encoded = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -116,21 +119,27 @@ def json_object(value: object, what: str, limit: int, error: type[Exception]) ->
     return decoded
 
 
-def _deeper_than(value: object, limit: int) -> bool:
-    """True when ``value`` holds dicts or lists nested more than ``limit`` levels deep."""
+def _shape(value: object, depth: int, containers: int) -> Literal["ok", "deep", "large"]:
+    """Whether ``value`` nests dicts and lists more than ``depth`` levels deep, or holds
+    more than ``containers`` of them (each takes 2 bytes of JSON at least), looked at one
+    level at a time: a Python value may share one list many times over."""
     level: list[Mapping[Any, object] | list[object] | tuple[object, ...]] = []
     if isinstance(value, (Mapping, list, tuple)):
         level.append(value)
-    for _depth in range(limit):
+    seen = len(level)
+    for _depth in range(depth):
         level = [
             child
             for node in level
             for child in (node.values() if isinstance(node, Mapping) else node)
             if isinstance(child, (Mapping, list, tuple))
         ]
+        seen += len(level)
+        if seen > containers:
+            return "large"
         if not level:
-            return False
-    return True
+            return "ok"
+    return "deep"
 
 
 def metadata_json(text: str) -> dict[str, Any]:

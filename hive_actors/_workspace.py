@@ -123,11 +123,15 @@ def write_info(working_dir: str | Path, info: SessionInfo) -> None:
     """Write session.json atomically (temp file + rename): readers never see half a file.
 
     One writer at a time per session (its supervisor; the manager or recovery only once
-    the supervisor is gone), so the temp file can have a fixed name.
+    the supervisor is gone), so the temp file can have a fixed name. Raises
+    WorkspaceError when the disk refuses it (full, or the session dir removed).
     """
     temp = f"{working_dir}/.session.json.tmp"  # a str: this runs for every transition
-    _write(temp, info.model_dump_json(indent=2).encode(), os.O_TRUNC)
-    os.replace(temp, f"{working_dir}/session.json")
+    try:
+        _write(temp, info.model_dump_json(indent=2).encode(), os.O_TRUNC)
+        os.replace(temp, f"{working_dir}/session.json")
+    except OSError as exc:
+        raise WorkspaceError(f"{working_dir}/session.json", exc) from exc
 
 
 def create_wal(path: Path | str) -> None:

@@ -229,3 +229,11 @@ def test_an_empty_message_is_refused_like_an_empty_task(hive: Hive, content: str
     with pytest.raises(InvalidContext, match="message content is empty"):
         hive.send_message(session_id, "assistant", content)
     assert hive.context(session_id).history() == []
+
+
+def test_metadata_sharing_one_list_many_times_over_is_refused_at_once(hive: Hive) -> None:
+    shared: list = []
+    for _ in range(30):  # 2**30 lists once written out
+        shared = [shared, shared]
+    with pytest.raises(InvalidMetadata, match="too many objects and lists for 65536 bytes"):
+        hive.create_session("t", metadata={"a": shared})

@@ -53,11 +53,19 @@ def test_a_runnable_example_succeeds(name: str, language: str, code: str, tmp_pa
         "PATH": f"{BIN}:{env.get('PATH', '')}",
     }
     argv = ["bash", "-euo", "pipefail", "-c", code] if language == "sh" else [sys.executable]
+    done = _run(argv, None if language == "sh" else code, tmp_path, env, root)
+    assert done.returncode == 0, f"{name} failed:\n{done.stdout}\n{done.stderr}"
+
+
+def _run(
+    argv: list[str], stdin: str | None, cwd: Path, env: dict[str, str], root: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run an example; whatever it leaves running on ``root`` is stopped, pass or fail."""
     try:
-        done = subprocess.run(
+        return subprocess.run(
             argv,
-            input=None if language == "sh" else code,
-            cwd=tmp_path,
+            input=stdin,
+            cwd=cwd,
             env=env,
             capture_output=True,
             text=True,
@@ -66,7 +74,6 @@ def test_a_runnable_example_succeeds(name: str, language: str, code: str, tmp_pa
         )
     finally:
         _clean(root)
-    assert done.returncode == 0, f"{name} failed:\n{done.stdout}\n{done.stderr}"
 
 
 def _clean(root: Path) -> None:
@@ -109,18 +116,7 @@ def test_the_readme_shell_block_runs_as_pasted(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("HIVE_")}
     path = [part for part in env.get("PATH", "").split(os.pathsep) if Path(part) != venv]
     env["PATH"] = os.pathsep.join(path)
-    try:
-        done = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    finally:
-        _clean(root)
+    done = _run(["bash", "-euo", "pipefail", "-c", script], None, ROOT, env, root)
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     lines = done.stdout.splitlines()
     assert lines[:2] == ["running", "completed"]

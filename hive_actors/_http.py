@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hive_actors import __version__
 from hive_actors._hive import Hive
 from hive_actors._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from hive_actors._models import SessionInfo
+from hive_actors._models import Event, SessionInfo
 from hive_actors._states import SETTLED
 from hive_actors.errors import (
     HiveClosed,
@@ -326,24 +326,29 @@ def _context_routes(app: FastAPI, hive: Hive) -> None:
 
 
 def _event_routes(app: FastAPI, hive: Hive, stopping: asyncio.Event) -> None:
-    @app.get("/events", response_class=EventSourceResponse, tags=["events"])
-    async def events(
+    def event_source(
         session_id: str | None = None,
         since: Annotated[int | None, Query(ge=0)] = None,
         follow: bool = True,
-        last_event_id: Annotated[str | None, Header()] = None,
+        last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    ) -> AsyncIterator[Event]:
+        # A dependency, so that every parameter is checked (422) before the stream's
+        # 200 is sent: the body of a streaming endpoint runs only once it has been.
+        start = since if last_event_id is None else last_event_id
+        return hive.aevents(session_id, hive.last_seq if start is None else start, follow=follow)
+
+    checked_source = Depends(event_source)  # a local: an annotation could not name it
+
+    @app.get("/events", response_class=EventSourceResponse, tags=["events"])
+    async def events(
+        source: AsyncIterator[Event] = checked_source,
     ) -> AsyncIterator[ServerSentEvent]:
         """Journaled events after ``since`` (or the ``Last-Event-ID`` a reconnecting
         client sends), then live ones. Each SSE message has ``id`` = seq, ``event`` = type
         and the event's JSON as ``data``. Without ``since`` or ``Last-Event-ID`` the stream
         starts with live events only.
         """
-        start = since
-        if last_event_id is not None and last_event_id.isdigit():
-            start = int(last_event_id)
-        if start is None:
-            start = hive.last_seq
-        async for event in until(stopping, hive.aevents(session_id, start, follow=follow)):
+        async for event in until(stopping, source):
             yield ServerSentEvent(data=event.to_json_dict(), event=event.type, id=str(event.seq))
 
 

@@ -354,6 +354,35 @@ def test_event_stream_resumes_from_last_seq_exactly_once(daemon: Daemon) -> None
             assert {json.loads(m.data)["session_id"] for m in source.iter_sse()} == {second}
 
 
+def test_every_events_parameter_is_checked_before_the_stream_starts(daemon: Daemon) -> None:
+    daemon.start()
+    cases = [
+        ({"since": 0, "session_id": "../etc"}, {}, "'../etc' is not a session id"),
+        ({"since": "abc"}, {}, "query.since: Input should be a valid integer"),
+        ({"since": -1}, {}, "query.since: Input should be greater than or equal to 0"),
+        ({"follow": "maybe"}, {}, "query.follow: Input should be a valid boolean"),
+        ({}, {"Last-Event-ID": "xyz"}, "header.last-event-id: Input should be a valid integer"),
+        ({}, {"Last-Event-ID": "-3"}, "header.last-event-id: Input should be greater than"),
+    ]
+    with daemon.http() as http:
+        for params, headers, message in cases:
+            with http.stream("GET", "/events", params=params, headers=headers) as reply:
+                reply.read()
+                assert reply.status_code == 422, (params, headers)
+                assert reply.headers["content-type"] == "application/json"
+                assert reply.json()["error"] == "invalid_input"
+                assert reply.json()["message"].startswith(message), reply.json()
+        # A valid Last-Event-ID still wins over since (a reconnecting EventSource).
+        session_id = http.post("/sessions", json={"task": "t"}).json()["session_id"]
+        params = {"since": 0, "session_id": session_id, "follow": "false"}
+        with connect_sse(
+            http, "GET", "/events", params=params, headers={"Last-Event-ID": "1"}
+        ) as source:
+            assert [int(m.id) for m in source.iter_sse()] == [2]
+    daemon.stop()
+    assert "Traceback" not in (daemon.root / "daemon.log").read_text()
+
+
 def test_tcp_needs_the_bearer_token(daemon: Daemon) -> None:
     ready = daemon.start("--tcp", "127.0.0.1:0")
     address = ready.split()[1]

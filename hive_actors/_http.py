@@ -353,21 +353,32 @@ def _event_routes(app: FastAPI, hive: Hive, stopping: asyncio.Event) -> None:
 
 
 async def until(stop: asyncio.Event, source: AsyncIterator[T]) -> AsyncIterator[T]:
-    """Items of ``source`` until it ends or ``stop`` is set, whichever comes first."""
+    """Items of ``source`` until it ends or ``stop`` is set, whichever comes first.
+
+    However this ends (the client hung up, say, and the stream was cancelled), ``source``
+    is closed before this returns: a subscription it holds is released at once.
+    """
     stopped = asyncio.ensure_future(stop.wait())
+    pending: asyncio.Future[T] | None = None
     try:
         while True:
-            item = asyncio.ensure_future(anext(source))
-            await asyncio.wait({item, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if not item.done():
-                item.cancel()
+            pending = asyncio.ensure_future(anext(source))
+            await asyncio.wait({pending, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not pending.done():
                 return
             try:
-                yield item.result()
+                item = pending.result()
             except StopAsyncIteration:
                 return
+            yield item
     finally:
         stopped.cancel()
+        if pending is not None and not pending.done():
+            # The source is running in that task: cancelling it is what closes it (an
+            # async generator cannot be closed while it runs). Done before anything here
+            # awaits, so a second cancellation of ours cannot skip it.
+            pending.cancel()
+            await asyncio.wait({pending})
         await source.aclose()  # type: ignore[attr-defined]
 
 

@@ -383,6 +383,28 @@ def test_every_events_parameter_is_checked_before_the_stream_starts(daemon: Daem
     assert "Traceback" not in (daemon.root / "daemon.log").read_text()
 
 
+def _subscribers(http: httpx.Client) -> float:
+    (line,) = [
+        line
+        for line in http.get("/metrics").text.splitlines()
+        if line.startswith("hive_event_subscribers ")
+    ]
+    return float(line.split()[1])
+
+
+def test_a_closed_event_stream_releases_its_subscription_at_once(daemon: Daemon) -> None:
+    daemon.start()
+    with daemon.http() as http:
+        session_id = http.post("/sessions", json={"task": "quiet"}).json()["session_id"]
+        baseline = _subscribers(http)
+        for params in [{"since": 0}, {"since": 0, "session_id": session_id}] * 10:
+            with connect_sse(http, "GET", "/events", params=params) as source:
+                next(source.iter_sse())  # read, then hang up while it waits for more
+        # Nothing happens meanwhile: no later event, no keep-alive ping (every 15 s), to
+        # make the daemon notice. It must notice the hang-up itself.
+        eventually(lambda: _subscribers(http) == baseline, timeout=10)
+
+
 def test_tcp_needs_the_bearer_token(daemon: Daemon) -> None:
     ready = daemon.start("--tcp", "127.0.0.1:0")
     address = ready.split()[1]

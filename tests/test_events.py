@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 
 from hive_actors import Event, Hive, SessionStatusEvent, parse_event
@@ -179,3 +180,34 @@ def test_events_round_trip_through_json_with_from_alias(hive: Hive, clock: FakeC
             assert "from_" not in data
         assert parse_event(data) == event
         assert data["at"].endswith("+00:00")
+
+
+def test_a_closed_or_dropped_event_stream_releases_its_subscription(hive: Hive) -> None:
+    session_id = hive.create_session("quiet")  # nothing happens to it after this
+    baseline = hive.stats().subscribers
+    with hive.events(session_id, since=0, follow=True) as stream:
+        assert next(stream).type == "session.created"
+        assert hive.stats().subscribers == baseline + 1
+    assert hive.stats().subscribers == baseline
+    for topic in (None, session_id):  # dropped half-read, never closed
+        stream = hive.events(topic, since=0, follow=True)
+        assert next(stream).type == "session.created"
+        assert hive.stats().subscribers == baseline + 1
+        del stream
+        gc.collect()
+        assert hive.stats().subscribers == baseline
+
+
+def test_a_closed_async_event_stream_releases_its_subscription(hive: Hive) -> None:
+    session_id = hive.create_session("quiet")
+    baseline = hive.stats().subscribers
+
+    async def read_one_and_leave() -> int:
+        stream = hive.aevents(session_id, since=0, follow=True)
+        assert (await anext(stream)).type == "session.created"
+        during = hive.stats().subscribers
+        await stream.aclose()  # type: ignore[attr-defined]
+        return during
+
+    assert asyncio.run(asyncio.wait_for(read_one_and_leave(), 30)) == baseline + 1
+    assert hive.stats().subscribers == baseline

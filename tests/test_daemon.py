@@ -405,6 +405,53 @@ def test_a_closed_event_stream_releases_its_subscription_at_once(daemon: Daemon)
         eventually(lambda: _subscribers(http) == baseline, timeout=10)
 
 
+def test_sse_and_hivectl_events_say_where_the_journal_was_trimmed(daemon: Daemon) -> None:
+    daemon.env["HIVE_MAINTENANCE_INTERVAL"] = "0.1"  # passes trim the journal often
+    daemon.start()
+    with daemon.http() as http:
+        gone = http.post("/sessions", json={"task": "removed"}).json()["session_id"]
+        kept = http.post("/sessions", json={"task": "kept"}).json()["session_id"]
+        http.post(f"/sessions/{gone}/terminate", json={})
+        assert http.delete(f"/sessions/{gone}").status_code == 204
+
+        def replay(**params: object) -> list[tuple[str, int, dict]]:
+            with connect_sse(
+                http, "GET", "/events", params={"since": 0, "follow": "false", **params}
+            ) as source:
+                return [(m.event, int(m.id), json.loads(m.data)) for m in source.iter_sse()]
+
+        eventually(lambda: replay(session_id=gone)[0][0] == "journal.trimmed")
+        everything = replay()
+        kind, seq, data = everything[0]
+        assert kind == "journal.trimmed"
+        assert data == {
+            "seq": seq,
+            "session_id": None,
+            "type": "journal.trimmed",
+            "first_seq": seq + 1,
+        }
+        assert everything[1][1] == seq + 1  # it goes on from first_seq
+        assert everything[1][2]["session_id"] == kept
+        ids = [event_id for _, event_id, _ in everything]
+        assert ids == sorted(set(ids))
+        # A reconnecting client (Last-Event-ID = the signal's id) is not told twice.
+        with connect_sse(
+            http, "GET", "/events", params={"follow": "false"}, headers={"Last-Event-ID": str(seq)}
+        ) as source:
+            assert [int(m.id) for m in source.iter_sse()] == ids[1:]
+
+    printed = daemon.cli("events", "--since", "0", "--no-follow")
+    assert printed.returncode == 0, printed.stderr
+    lines = [json.loads(line) for line in printed.stdout.splitlines()]
+    assert lines[0] == everything[0][2]  # one JSON line like any event, first
+    assert [line["seq"] for line in lines] == ids
+    one = daemon.cli("events", gone, "--since", "0", "--no-follow")
+    assert [json.loads(line)["type"] for line in one.stdout.splitlines()] == [
+        "journal.trimmed",
+        "session.removed",
+    ]
+
+
 def test_tcp_needs_the_bearer_token(daemon: Daemon) -> None:
     ready = daemon.start("--tcp", "127.0.0.1:0")
     address = ready.split()[1]

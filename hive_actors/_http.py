@@ -356,7 +356,7 @@ async def until(stop: asyncio.Event, source: AsyncIterator[T]) -> AsyncIterator[
     """Items of ``source`` until it ends or ``stop`` is set, whichever comes first.
 
     However this ends (the client hung up, say, and the stream was cancelled), ``source``
-    is closed before this returns: a subscription it holds is released at once.
+    is closed at once, and with it any subscription it holds.
     """
     stopped = asyncio.ensure_future(stop.wait())
     pending: asyncio.Future[T] | None = None

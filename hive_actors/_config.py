@@ -55,6 +55,8 @@ class HiveConfig(BaseModel):
     """Default seconds after creation when a session still not ended is terminated."""
     retention_hours: Annotated[float, Field(ge=0)] | None = None
     """If set, ended sessions older than this are removed automatically."""
+    journal_retention_hours: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    """Events older than this are trimmed from the journal; unset: ``retention_hours``."""
     log_max_bytes: Annotated[int, Field(ge=1024)] | None = None
     """If set, a live session's log larger than this is rotated."""
     log_keep: Annotated[int, Field(ge=0, le=100)] = 3
@@ -86,6 +88,13 @@ class HiveConfig(BaseModel):
     @property
     def registry_path(self) -> Path:
         return self.root / "registry.db"
+
+    @property
+    def journal_hours(self) -> float | None:
+        """How long the journal keeps an event (None: until its session is removed)."""
+        if self.journal_retention_hours is not None:
+            return self.journal_retention_hours
+        return self.retention_hours
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> HiveConfig:

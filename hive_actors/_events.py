@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import queue
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -179,7 +180,8 @@ class Subscription:
 class EventStream:
     """A blocking iterator over journaled events, then (with ``follow``) live ones.
 
-    Close it (or leave its ``with`` block) to stop following.
+    Close it (or leave its ``with`` block) to stop following; one dropped without that
+    releases its subscription when it is garbage-collected.
     """
 
     def __init__(
@@ -192,12 +194,13 @@ class EventStream:
         timeout: float | None,
     ) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._follow = follow
-        self._timeout = timeout
-        self._feed = _Feed(bus, registry, session_id, since, self._queue.put)
+        feed = _Feed(bus, registry, session_id, since, self._queue.put)
         if not follow:
-            self._feed.disconnect()
-        self._iterator = self._events()
+            feed.disconnect()
+        # Neither the bus nor the iterator refers back to this object, so dropping the
+        # last reference to it runs this at once.
+        self._release = weakref.finalize(self, feed.disconnect)
+        self._iterator = _stream(feed, self._queue, follow, timeout)
 
     def __iter__(self) -> Iterator[Event]:
         return self
@@ -212,19 +215,22 @@ class EventStream:
         self.close()
 
     def close(self) -> None:
-        self._feed.disconnect()
+        self._release()
         self._queue.put(_STOP)
 
-    def _events(self) -> Iterator[Event]:
-        yield from self._feed.backlog()
-        while self._follow:
-            try:
-                item = self._queue.get(timeout=self._timeout)
-            except queue.Empty:
-                return
-            if item is _STOP:
-                return
-            yield item
+
+def _stream(
+    feed: _Feed, live: queue.SimpleQueue[Any], follow: bool, timeout: float | None
+) -> Iterator[Event]:
+    yield from feed.backlog()
+    while follow:
+        try:
+            item = live.get(timeout=timeout)
+        except queue.Empty:
+            return
+        if item is _STOP:
+            return
+        yield item
 
 
 async def async_events(

@@ -401,7 +401,8 @@ class Hive:
         """Remove ended sessions last changed at least ``max_age_hours`` ago.
 
         Their working dirs, output dirs and logs are deleted and ``session.removed`` is
-        announced; the event journal keeps their history. Returns the removed ids.
+        announced; the next housekeeping pass trims their other events from the journal.
+        Returns the removed ids.
         """
         self._check_open()
         if (
@@ -421,8 +422,9 @@ class Hive:
 
     def remove_session(self, session_id: str) -> None:
         """Remove one ended session now: its dirs and log go, ``session.removed`` is
-        announced, the journal keeps its history. InvalidTransition while it is live
-        (terminate it first), SessionNotFound for an unknown id."""
+        announced, the next housekeeping pass trims its other events from the journal.
+        InvalidTransition while it is live (terminate it first), SessionNotFound for an
+        unknown id."""
         with self._cleanup_lock:
             info = self._info(session_id)  # checks the hive is open and the id is valid
             if info.status not in TERMINAL:
@@ -617,7 +619,9 @@ class Hive:
         """Journaled events after ``since`` (default: all), oldest first, as an iterator.
 
         With ``follow`` it goes on with live events until closed, or until ``timeout``
-        seconds pass without one.
+        seconds pass without one. If the journal no longer has some of the events asked
+        for, a JournalTrimmedEvent comes first, and the events go on from its
+        ``first_seq``.
         """
         self._check_open()
         return EventStream(

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hive_actors import __version__
 from hive_actors._hive import Hive
 from hive_actors._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from hive_actors._models import SessionInfo
+from hive_actors._models import Event, SessionInfo
 from hive_actors._states import SETTLED
 from hive_actors._validate import MAX_JSON_DEPTH, pydantic_problem
 from hive_actors.errors import (
@@ -327,43 +327,59 @@ def _context_routes(app: FastAPI, hive: Hive) -> None:
 
 
 def _event_routes(app: FastAPI, hive: Hive, stopping: asyncio.Event) -> None:
-    @app.get("/events", response_class=EventSourceResponse, tags=["events"])
-    async def events(
+    def event_source(
         session_id: str | None = None,
         since: Annotated[int | None, Query(ge=0)] = None,
         follow: bool = True,
-        last_event_id: Annotated[str | None, Header()] = None,
+        last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    ) -> AsyncIterator[Event]:
+        # A dependency, so that every parameter is checked (422) before the stream's
+        # 200 is sent: the body of a streaming endpoint runs only once it has been.
+        start = since if last_event_id is None else last_event_id
+        return hive.aevents(session_id, hive.last_seq if start is None else start, follow=follow)
+
+    checked_source = Depends(event_source)  # a local: an annotation could not name it
+
+    @app.get("/events", response_class=EventSourceResponse, tags=["events"])
+    async def events(
+        source: AsyncIterator[Event] = checked_source,
     ) -> AsyncIterator[ServerSentEvent]:
         """Journaled events after ``since`` (or the ``Last-Event-ID`` a reconnecting
         client sends), then live ones. Each SSE message has ``id`` = seq, ``event`` = type
         and the event's JSON as ``data``. Without ``since`` or ``Last-Event-ID`` the stream
         starts with live events only.
         """
-        start = since
-        if last_event_id is not None and last_event_id.isdigit():
-            start = int(last_event_id)
-        if start is None:
-            start = hive.last_seq
-        async for event in until(stopping, hive.aevents(session_id, start, follow=follow)):
+        async for event in until(stopping, source):
             yield ServerSentEvent(data=event.to_json_dict(), event=event.type, id=str(event.seq))
 
 
 async def until(stop: asyncio.Event, source: AsyncIterator[T]) -> AsyncIterator[T]:
-    """Items of ``source`` until it ends or ``stop`` is set, whichever comes first."""
+    """Items of ``source`` until it ends or ``stop`` is set, whichever comes first.
+
+    However this ends (the client hung up, say, and the stream was cancelled), ``source``
+    is closed at once, and with it any subscription it holds.
+    """
     stopped = asyncio.ensure_future(stop.wait())
+    pending: asyncio.Future[T] | None = None
     try:
         while True:
-            item = asyncio.ensure_future(anext(source))
-            await asyncio.wait({item, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if not item.done():
-                item.cancel()
+            pending = asyncio.ensure_future(anext(source))
+            await asyncio.wait({pending, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not pending.done():
                 return
             try:
-                yield item.result()
+                item = pending.result()
             except StopAsyncIteration:
                 return
+            yield item
     finally:
         stopped.cancel()
+        if pending is not None and not pending.done():
+            # The source is running in that task: cancelling it is what closes it (an
+            # async generator cannot be closed while it runs). Done before anything here
+            # awaits, so a second cancellation of ours cannot skip it.
+            pending.cancel()
+            await asyncio.wait({pending})
         await source.aclose()  # type: ignore[attr-defined]
 
 

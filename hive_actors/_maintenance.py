@@ -1,9 +1,13 @@
-"""Housekeeping on a schedule: retention cleanup and log rotation.
+"""Housekeeping on a schedule: retention cleanup, journal trimming and log rotation.
 
 Every ``maintenance_interval`` seconds of the hive's clock a pass runs on a thread of its
 own (never the timer thread, whose deadlines must not wait on file copies):
 
 * ended sessions last changed more than ``retention_hours`` ago are removed;
+* the journal is trimmed: the events of removed sessions but their ``session.removed``,
+  and every event older than ``journal_retention_hours`` (default ``retention_hours``),
+  in batches that each hold the registry's lock for a few milliseconds; the pages freed
+  are given back to the file system;
 * the log of each session that is not settled and has grown past ``log_max_bytes`` is
   rotated, ``<uuid>.log.1`` ... ``.N`` keeping ``log_keep`` files. The agent writes through
   an inherited O_APPEND fd, so rotation copies the log and truncates it in place (as
@@ -17,13 +21,17 @@ import contextlib
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
 
 from hive_actors._core import HiveCore
 from hive_actors._permissions import open_private
+from hive_actors._registry import Registry
 from hive_actors._states import SETTLED
 from hive_actors._timers import TimerHandle
 
@@ -43,13 +51,8 @@ class Maintenance:
         """Completed passes (for tests and stats)."""
         self._passed = threading.Condition(self._lock)
 
-    @property
-    def enabled(self) -> bool:
-        return self._config.retention_hours is not None or self._config.log_max_bytes is not None
-
     def start(self) -> None:
-        if self.enabled:
-            self._schedule()
+        self._schedule()  # always: removed sessions' events are trimmed with no setting
 
     def close(self) -> None:
         with self._lock:
@@ -81,6 +84,14 @@ class Maintenance:
                 removed = self._cleanup(self._config.retention_hours)
                 if removed:
                     log.info("retention cleanup", removed=len(removed))
+            trimmed = trim_journal(
+                self._core.registry,
+                self._core.clock.now(),
+                self._config.journal_hours,
+                lambda: self._closed,
+            )
+            if trimmed.events:
+                log.info("journal trimmed", events=trimmed.events, free_pages=trimmed.free_pages)
             if self._config.log_max_bytes is not None:
                 self._rotate_logs(self._config.log_max_bytes, self._config.log_keep)
         except Exception:
@@ -103,6 +114,67 @@ class Maintenance:
             except FileNotFoundError:
                 continue
             rotate(path, keep)
+
+
+TRIM_BATCH = 500
+"""Events one trimming batch deletes at most (a few ms under the registry's lock)."""
+COMPACT_WINDOW = 2000
+"""Seqs one batch looks through for removed sessions."""
+RECLAIM_PAGES = 256
+"""Free pages (4 KiB each) one batch gives back to the file system."""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalTrim:
+    """What one ``trim_journal`` did."""
+
+    events: int
+    """Events deleted."""
+    free_pages: int
+    """Free pages left in the file (0 once all were given back)."""
+
+
+def trim_journal(
+    registry: Registry,
+    now: datetime,
+    hours: float | None,
+    stopping: Callable[[], bool] = lambda: False,
+) -> JournalTrim:
+    """Trim the journal: removed sessions' events but their ``session.removed``, then
+    (if ``hours`` is not None) every event older than ``hours``; give the space back.
+
+    Each batch is one short transaction; between two, writers waiting for the registry
+    get their turn, and once ``stopping()`` is true the rest is left to the next pass.
+    """
+    deleted = 0
+    while not stopping():
+        compacted = registry.compact_removed(COMPACT_WINDOW, TRIM_BATCH)
+        if compacted is None:
+            break
+        deleted += compacted
+        _let_writers_in()
+    if hours is not None:
+        cutoff = now - timedelta(hours=hours)
+        while not stopping():
+            trimmed = registry.trim_older_than(cutoff, TRIM_BATCH)
+            deleted += trimmed
+            if trimmed < TRIM_BATCH:
+                break
+            _let_writers_in()
+    free = registry.reclaim(RECLAIM_PAGES)
+    while free and not stopping():
+        _let_writers_in()
+        left = registry.reclaim(RECLAIM_PAGES)
+        if left >= free:
+            break  # pages are being freed as fast as given back: the next pass goes on
+        free = left
+    return JournalTrim(deleted, free)
+
+
+def _let_writers_in() -> None:
+    # The registry's lock is not fair: taken again at once, it could keep a writer that
+    # waits for it waiting for a whole trim. Giving up the GIL lets that writer run.
+    time.sleep(0)
 
 
 def rotate(path: Path, keep: int) -> None:

@@ -139,13 +139,36 @@ class ContextMessageEvent(EventBase):
     content: str
 
 
+class JournalTrimmedEvent(BaseModel):
+    """What a replay gets where the journal no longer has events it asked for.
+
+    Not journaled, and not an EventBase (it happened to no session): the replay's events
+    with a seq below ``first_seq`` were trimmed, and the replay goes on from
+    ``first_seq``. Its ``seq`` is ``first_seq - 1``, so a consumer that resumes after the
+    last seq it saw resumes after this, as after any event.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    seq: int
+    session_id: str | None = None
+    """The session whose topic was replayed, or None for the global topic."""
+    type: Literal["journal.trimmed"] = "journal.trimmed"
+    first_seq: int
+    """The oldest seq the journal still has for this topic."""
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
 Event = Annotated[
     SessionCreatedEvent
     | SessionStatusEvent
     | SessionTerminatedEvent
     | SessionRestartEvent
     | SessionRemovedEvent
-    | ContextMessageEvent,
+    | ContextMessageEvent
+    | JournalTrimmedEvent,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[str, ...] = (
@@ -155,6 +178,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "session.restart",
     "session.removed",
     "context.message",
+    "journal.trimmed",
 )
 
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -17,14 +17,20 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hive_actors._models import Event, EventBase, SessionInfo, parse_event
+import structlog
+
+from hive_actors._models import Event, EventBase, JournalTrimmedEvent, SessionInfo, parse_event
 from hive_actors._permissions import check_writable, open_private, refused
 from hive_actors._workspace import create_wal
 from hive_actors.errors import CorruptState, HiveError
+
+log = structlog.get_logger(__name__)
 
 SCHEMA_VERSION = 1
 _PAGE = 1000
@@ -167,6 +173,7 @@ class Registry:
         self._leading = False
         self._db = _open(path)
         try:
+            _vacuum_incrementally(self._db, path)
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._db.execute(
@@ -175,14 +182,14 @@ class Registry:
             (created_at,) = self._db.execute(
                 "SELECT value FROM meta WHERE key = 'created'"
             ).fetchone()
-            row = self._db.execute("SELECT max(seq) FROM events").fetchone()
+            last_seq = _last_seq(self._db)
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise _failed(path, exc) from exc
         except BaseException:
             self._db.close()
             raise
-        self._last_seq: int = row[0] or 0
+        self._last_seq: int = last_seq
         self.created: str = created_at
         """When this registry was first opened (ISO 8601)."""
 
@@ -206,7 +213,8 @@ class Registry:
         return self._write(_Write("update", _row(info), events, committed))
 
     def delete(self, session_id: str, events: Sequence[E], committed: Hook = None) -> list[E]:
-        """Forget a session (its journal stays); append the events that say so."""
+        """Forget a session; append the events that say so (``compact_removed`` later
+        drops its other events from the journal)."""
         return self._write(_Write("delete", (session_id,), events, committed))
 
     def append(self, events: Sequence[E]) -> list[E]:
@@ -238,7 +246,11 @@ class Registry:
     def events(
         self, since: int = 0, session_id: str | None = None, until: int | None = None
     ) -> Iterator[Event]:
-        """Journaled events with ``since < seq <= until``, oldest first, read page by page."""
+        """Journaled events with ``since < seq <= until``, oldest first, read page by page.
+
+        Where the journal no longer has some of them (trimmed), a JournalTrimmedEvent says
+        so and the events go on from its ``first_seq``: never a silent gap.
+        """
         until = self._last_seq if until is None else until
         cursor = since
         while cursor < until:
@@ -248,13 +260,117 @@ class Registry:
                 query += " AND session_id = ?"
                 params.append(session_id)
             query += f" ORDER BY seq LIMIT {_PAGE}"
-            with self._lock:
+            with self._lock:  # a trim between the check and the page could not go unseen
+                first_seq = self._trimmed_after(cursor, session_id)
+                if first_seq is not None:
+                    cursor = min(first_seq, until + 1) - 1  # what comes live is not trimmed
+                    params[0] = cursor
                 rows = self._db.execute(query, params).fetchall()
+            if first_seq is not None:
+                yield JournalTrimmedEvent(seq=cursor, first_seq=cursor + 1, session_id=session_id)
             if not rows:
                 return
             for seq, body in rows:
                 yield parse_event({**json.loads(body), "seq": seq})
             cursor = rows[-1][0]
+
+    def _trimmed_after(self, cursor: int, session_id: str | None) -> int | None:
+        """The oldest seq the topic still has, if events of it after ``cursor`` were
+        trimmed; else None. Called under the lock.
+
+        Trimming only ever takes a topic's oldest events: by age, a prefix of the journal;
+        for a removed session, all of its events but its last (``session.removed``). So a
+        session whose first kept event is its ``session.created`` lost none.
+        """
+        if session_id is not None:
+            first = self._db.execute(
+                "SELECT seq, type FROM events WHERE session_id = ? ORDER BY seq LIMIT 1",
+                (session_id,),
+            ).fetchone()
+            if first is not None:
+                seq, kind = first
+                return seq if kind != "session.created" and cursor + 1 < seq else None
+        (oldest,) = self._db.execute("SELECT min(seq) FROM events").fetchone()
+        oldest = self._last_seq + 1 if oldest is None else oldest
+        return oldest if cursor + 1 < oldest else None
+
+    # -- trimming: called by the housekeeping pass, a bounded batch at a time ---------------
+
+    def compact_removed(self, window: int, limit: int) -> int | None:
+        """Drop the events of removed sessions but their ``session.removed``; one batch.
+
+        Looks through the next ``window`` seqs after where the last batch stopped (kept in
+        the meta table) for ``session.removed`` events, deleting about ``limit`` events at
+        most. Returns how many went, or None once it has caught up with the journal.
+        """
+        with self._lock:
+            cursor = int(self._meta(_COMPACTED, "0"))
+            end = min(cursor + window, self._last_seq)
+            if end <= cursor:
+                return None
+            removals = self._db.execute(
+                "SELECT seq, session_id FROM events WHERE seq > ? AND seq <= ? "
+                "AND type = 'session.removed' ORDER BY seq",
+                (cursor, end),
+            ).fetchall()
+            deleted = 0
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for seq, session_id in removals:
+                    deleted += self._db.execute(
+                        "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
+                        "WHERE session_id = ? AND seq < ? LIMIT ?)",
+                        (session_id, seq, limit - deleted + 1),
+                    ).rowcount
+                    if deleted > limit:  # some of it may be left: look at it again
+                        end = seq - 1
+                        break
+                self._set_meta(_COMPACTED, str(end))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return deleted
+
+    def trim_older_than(self, cutoff: datetime, limit: int) -> int:
+        """Delete the oldest events up to the first one stamped ``cutoff`` or later, at
+        most ``limit`` of them; return how many went (``limit``: there may be more)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, json_extract(body, '$.at') FROM events ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        old = 0
+        for _seq, at in rows:
+            if datetime.fromisoformat(at) >= cutoff:
+                break
+            old += 1
+        if old:
+            with self._lock:  # nothing came below it meanwhile: new events come above
+                self._db.execute("DELETE FROM events WHERE seq <= ?", (rows[old - 1][0],))
+        return old
+
+    def reclaim(self, pages: int) -> int:
+        """Give up to ``pages`` free pages of the file back to the file system; return
+        how many free pages are left (0 if the file cannot: see _vacuum_incrementally)."""
+        with self._lock:
+            if self._db.execute("PRAGMA auto_vacuum").fetchone()[0] != _INCREMENTAL:
+                return 0
+            # executescript steps the pragma to its end; execute would free one page.
+            self._db.executescript(f"PRAGMA incremental_vacuum({int(pages)})")
+            (free,) = self._db.execute("PRAGMA freelist_count").fetchone()
+        return int(free)
+
+    def _meta(self, key: str, default: str) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     def _write(self, write: _Write) -> list[Any]:
         """Commit one change and publish its events; returns them stamped with their seq.
@@ -367,6 +483,50 @@ class Registry:
                 self._db.execute("ROLLBACK TO write")
                 write.error = exc
             self._db.execute("RELEASE write")
+
+
+_COMPACTED = "journal_compacted_through"
+"""Meta key: the seq up to which removed sessions' events have been compacted."""
+_INCREMENTAL = 2
+"""PRAGMA auto_vacuum's value for INCREMENTAL."""
+
+
+def _vacuum_incrementally(db: sqlite3.Connection, path: Path) -> None:
+    """Make the file one whose free pages ``reclaim`` can give back (auto_vacuum=INCREMENTAL).
+
+    The setting takes effect only through a VACUUM once the file exists (WAL mode has
+    written its first page already): instant for a new file; a file made before
+    trimming existed is rebuilt once, about a second per 100 MB of data here, with room
+    needed for a copy. If that fails (disk full), trimmed pages are still reused, the
+    file just does not shrink, and the next open tries again.
+    """
+    if db.execute("PRAGMA auto_vacuum").fetchone()[0] == _INCREMENTAL:
+        return
+    existing = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+    if existing:
+        log.info("registry: rebuilding once, so that trimmed space is given back", path=str(path))
+    started = time.monotonic()
+    try:
+        db.execute(f"PRAGMA auto_vacuum={_INCREMENTAL}")
+        db.execute("VACUUM")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL held a copy of it all
+    except sqlite3.OperationalError as exc:
+        log.warning(
+            "registry: could not rebuild; trimmed space is reused but not given back",
+            path=str(path),
+            error=str(exc),
+        )
+        return
+    if existing:
+        log.info("registry: rebuilt", path=str(path), seconds=round(time.monotonic() - started, 3))
+
+
+def _last_seq(db: sqlite3.Connection) -> int:
+    """The highest seq ever handed out. AUTOINCREMENT records it (sqlite_sequence) so that
+    no seq is used twice, even once trimming has emptied the journal."""
+    (journaled,) = db.execute("SELECT max(seq) FROM events").fetchone()
+    recorded = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    return max(journaled or 0, 0 if recorded is None else recorded[0])
 
 
 _ROWS_PER_STATEMENT = 150

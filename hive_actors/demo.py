@@ -31,6 +31,8 @@ TASKS = [
 
 
 def _describe(event: Event) -> str:
+    if event.type == "journal.trimmed":
+        return f"#{event.seq:<3} (events before #{event.first_seq} were trimmed)"
     short = event.session_id[:8]
     if event.type == "session.status":
         extra = f" ({event.detail})" if event.detail else ""

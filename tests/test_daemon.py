@@ -369,6 +369,104 @@ def test_event_stream_resumes_from_last_seq_exactly_once(daemon: Daemon) -> None
             assert {json.loads(m.data)["session_id"] for m in source.iter_sse()} == {second}
 
 
+def test_every_events_parameter_is_checked_before_the_stream_starts(daemon: Daemon) -> None:
+    daemon.start()
+    cases = [
+        ({"since": 0, "session_id": "../etc"}, {}, "'../etc' is not a session id"),
+        ({"since": "abc"}, {}, "query.since: Input should be a valid integer"),
+        ({"since": -1}, {}, "query.since: Input should be greater than or equal to 0"),
+        ({"follow": "maybe"}, {}, "query.follow: Input should be a valid boolean"),
+        ({}, {"Last-Event-ID": "xyz"}, "header.last-event-id: Input should be a valid integer"),
+        ({}, {"Last-Event-ID": "-3"}, "header.last-event-id: Input should be greater than"),
+    ]
+    with daemon.http() as http:
+        for params, headers, message in cases:
+            with http.stream("GET", "/events", params=params, headers=headers) as reply:
+                reply.read()
+                assert reply.status_code == 422, (params, headers)
+                assert reply.headers["content-type"] == "application/json"
+                assert reply.json()["error"] == "invalid_input"
+                assert reply.json()["message"].startswith(message), reply.json()
+        # A valid Last-Event-ID still wins over since (a reconnecting EventSource).
+        session_id = http.post("/sessions", json={"task": "t"}).json()["session_id"]
+        params = {"since": 0, "session_id": session_id, "follow": "false"}
+        with connect_sse(
+            http, "GET", "/events", params=params, headers={"Last-Event-ID": "1"}
+        ) as source:
+            assert [int(m.id) for m in source.iter_sse()] == [2]
+    daemon.stop()
+    assert "Traceback" not in (daemon.root / "daemon.log").read_text()
+
+
+def _subscribers(http: httpx.Client) -> float:
+    (line,) = [
+        line
+        for line in http.get("/metrics").text.splitlines()
+        if line.startswith("hive_event_subscribers ")
+    ]
+    return float(line.split()[1])
+
+
+def test_a_closed_event_stream_releases_its_subscription_at_once(daemon: Daemon) -> None:
+    daemon.start()
+    with daemon.http() as http:
+        session_id = http.post("/sessions", json={"task": "quiet"}).json()["session_id"]
+        baseline = _subscribers(http)
+        for params in [{"since": 0}, {"since": 0, "session_id": session_id}] * 10:
+            with connect_sse(http, "GET", "/events", params=params) as source:
+                next(source.iter_sse())  # read, then hang up while it waits for more
+        # Nothing happens meanwhile: no later event, no keep-alive ping (every 15 s), to
+        # make the daemon notice. It must notice the hang-up itself.
+        eventually(lambda: _subscribers(http) == baseline, timeout=10)
+
+
+def test_sse_and_hivectl_events_say_where_the_journal_was_trimmed(daemon: Daemon) -> None:
+    daemon.env["HIVE_MAINTENANCE_INTERVAL"] = "0.1"  # passes trim the journal often
+    daemon.start()
+    with daemon.http() as http:
+        gone = http.post("/sessions", json={"task": "removed"}).json()["session_id"]
+        kept = http.post("/sessions", json={"task": "kept"}).json()["session_id"]
+        http.post(f"/sessions/{gone}/terminate", json={})
+        assert http.delete(f"/sessions/{gone}").status_code == 204
+
+        def replay(**params: object) -> list[tuple[str, int, dict]]:
+            with connect_sse(
+                http, "GET", "/events", params={"since": 0, "follow": "false", **params}
+            ) as source:
+                return [(m.event, int(m.id), json.loads(m.data)) for m in source.iter_sse()]
+
+        eventually(lambda: replay(session_id=gone)[0][0] == "journal.trimmed")
+        everything = replay()
+        kind, seq, data = everything[0]
+        assert kind == "journal.trimmed"
+        assert data == {
+            "seq": seq,
+            "session_id": None,
+            "type": "journal.trimmed",
+            "first_seq": seq + 1,
+        }
+        assert everything[1][1] == seq + 1  # it goes on from first_seq
+        assert everything[1][2]["session_id"] == kept
+        ids = [event_id for _, event_id, _ in everything]
+        assert ids == sorted(set(ids))
+        # A reconnecting client (Last-Event-ID = the signal's id) is not told twice.
+        with connect_sse(
+            http, "GET", "/events", params={"follow": "false"}, headers={"Last-Event-ID": str(seq)}
+        ) as source:
+            assert [int(m.id) for m in source.iter_sse()] == ids[1:]
+
+    printed = daemon.cli("events", "--since", "0", "--no-follow")
+    assert printed.returncode == 0, printed.stderr
+    lines = [json.loads(line) for line in printed.stdout.splitlines()]
+    assert lines[0] == everything[0][2]  # one JSON line like any event, first
+    assert [line["seq"] for line in lines] == ids
+    one = daemon.cli("events", gone, "--since", "0", "--no-follow")
+    assert [json.loads(line)["type"] for line in one.stdout.splitlines()] == [
+        "journal.trimmed",
+        "session.removed",
+    ]
+
+
 def test_tcp_needs_the_bearer_token(daemon: Daemon) -> None:
     daemon.root.mkdir(parents=True)
     (daemon.root / "token").write_text("")  # as a crash between its create and write left it

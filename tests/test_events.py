@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 
-from hive_actors import Event, Hive, SessionStatusEvent, parse_event
-from hive_actors.testing import FakeClock
+import pytest
+
+from hive_actors import Event, Hive, JournalTrimmedEvent, SessionStatusEvent, _registry, parse_event
+from hive_actors.testing import FakeClock, wait_maintenance
 
 from .conftest import Recorder
 
@@ -179,3 +182,96 @@ def test_events_round_trip_through_json_with_from_alias(hive: Hive, clock: FakeC
             assert "from_" not in data
         assert parse_event(data) == event
         assert data["at"].endswith("+00:00")
+
+
+def test_a_closed_or_dropped_event_stream_releases_its_subscription(hive: Hive) -> None:
+    session_id = hive.create_session("quiet")  # nothing happens to it after this
+    baseline = hive.stats().subscribers
+    with hive.events(session_id, since=0, follow=True) as stream:
+        assert next(stream).type == "session.created"
+        assert hive.stats().subscribers == baseline + 1
+    assert hive.stats().subscribers == baseline
+    for topic in (None, session_id):  # dropped half-read, never closed
+        stream = hive.events(topic, since=0, follow=True)
+        assert next(stream).type == "session.created"
+        assert hive.stats().subscribers == baseline + 1
+        del stream
+        gc.collect()
+        assert hive.stats().subscribers == baseline
+
+
+def test_a_closed_async_event_stream_releases_its_subscription(hive: Hive) -> None:
+    session_id = hive.create_session("quiet")
+    baseline = hive.stats().subscribers
+
+    async def read_one_and_leave() -> int:
+        stream = hive.aevents(session_id, since=0, follow=True)
+        assert (await anext(stream)).type == "session.created"
+        during = hive.stats().subscribers
+        await stream.aclose()  # type: ignore[attr-defined]
+        return during
+
+    assert asyncio.run(asyncio.wait_for(read_one_and_leave(), 30)) == baseline + 1
+    assert hive.stats().subscribers == baseline
+
+
+def _trim_removed(hive: Hive, clock: FakeClock, passes: int) -> None:
+    """Let the next housekeeping pass trim the journal (of removed sessions' events)."""
+    clock.advance(hive.config.maintenance_interval)
+    wait_maintenance(hive, passes)
+
+
+def test_a_replay_of_trimmed_events_is_told_so_then_goes_on(
+    hive: Hive, clock: FakeClock, recorder: Recorder
+) -> None:
+    gone = hive.create_session("removed")  # seqs 1, 2: the head of the journal
+    kept = hive.create_session("kept")
+    hive.terminate_session(gone)
+    hive.remove_session(gone)
+    _trim_removed(hive, clock, 1)
+    first_kept = min(e.seq for e in hive.events(since=2) if e.type != "journal.trimmed")
+
+    replay = list(hive.events(since=0))
+    assert replay[0] == JournalTrimmedEvent(seq=first_kept - 1, first_seq=first_kept)
+    seqs = [e.seq for e in replay]
+    assert seqs == sorted(set(seqs))  # strictly increasing, the signal included
+    assert seqs[1] == first_kept
+    assert parse_event(replay[0].to_json_dict()) == replay[0]
+    # Resuming where it left off (after the signal's seq), a consumer is not told again.
+    assert [e.seq for e in hive.events(since=replay[0].seq)] == seqs[1:]
+    # The same for every way of replaying.
+    hive.subscribe_to_all_sessions(recorder, since=0)
+    recorder.wait_for(lambda events: len(events) == len(replay))
+    assert recorder.events == replay
+
+    async def replay_async() -> list[Event]:
+        return [event async for event in hive.aevents(since=0)]
+
+    assert asyncio.run(asyncio.wait_for(replay_async(), 30)) == replay
+    # One session's topic: told only if that session's own history was trimmed.
+    assert [e.type for e in hive.events(kept, since=0)][:1] == ["session.created"]
+    assert [e.type for e in hive.events(gone, since=0)] == ["journal.trimmed", "session.removed"]
+
+
+def test_a_trim_while_a_replay_is_read_is_told_where_it_happened(
+    hive: Hive, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_registry, "_PAGE", 5)  # the journal is read 5 events at a time
+    gone = hive.create_session("long")
+    for index in range(12):
+        hive.send_message(gone, "user", f"m{index}")
+    later = hive.create_session("later")
+    stream = hive.events(since=0)
+    assert next(stream).type == "session.created"  # the first page has been read
+    hive.terminate_session(gone)
+    hive.remove_session(gone)
+    _trim_removed(hive, clock, 1)
+
+    rest = list(stream)
+    assert [e.seq for e in rest[:4]] == [2, 3, 4, 5]  # the rest of the page read before
+    signal = rest[4]
+    assert isinstance(signal, JournalTrimmedEvent)
+    after = rest[5:]
+    assert after[0].seq == signal.first_seq == signal.seq + 1
+    assert after[0].session_id == later  # the rest of gone's history was trimmed
+    assert [e.seq for e in after] == sorted(e.seq for e in after)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from hive_actors import HiveConfig, InvalidConfig, JournalTrimmedEvent
 from hive_actors.testing import FakeClock, wait_maintenance
 
 from .conftest import Hives, Recorder, eventually
@@ -57,3 +60,54 @@ def test_logs_beyond_the_cap_are_rotated_keeping_n(hives: Hives, clock: FakeCloc
     hive.wait(session_id, timeout=10)
     hive.cleanup(0)
     assert not list(log.parent.glob(log.name + "*"))  # rotated files go with the session
+
+
+def test_removed_sessions_leave_only_their_removal_in_the_journal(
+    hives: Hives, clock: FakeClock
+) -> None:
+    hive = hives.open(clock=clock, maintenance_interval=60)  # no retention set at all
+    gone = hive.create_session("removed")
+    kept = hive.create_session("kept")
+    hive.send_message(gone, "user", "forget me")
+    hive.terminate_session(gone)
+    hive.remove_session(gone)
+    before = [e.seq for e in hive.events(kept)]
+    clock.advance(60)
+    wait_maintenance(hive, 1)
+
+    assert [e.type for e in hive.events() if e.session_id == gone] == ["session.removed"]
+    assert [e.seq for e in hive.events(kept)] == before  # untouched, and no journal.trimmed
+    trimmed, removal = hive.events(gone)
+    assert isinstance(trimmed, JournalTrimmedEvent)
+    assert (trimmed.session_id, trimmed.first_seq) == (gone, removal.seq)
+    assert trimmed.seq == removal.seq - 1
+    assert removal.type == "session.removed"
+
+
+def test_events_older_than_the_journal_retention_are_trimmed(
+    hives: Hives, clock: FakeClock
+) -> None:
+    hive = hives.open(clock=clock, journal_retention_hours=2, maintenance_interval=3600)
+    old = hive.create_session("old")
+    clock.advance(3600)
+    wait_maintenance(hive, 1)  # an hour old: kept
+    assert [e.type for e in hive.events(old)] == ["session.created", "session.status"]
+    recent = hive.create_session("recent")
+    first_recent = hive.last_seq - 1
+    clock.advance(2 * 3600)
+    wait_maintenance(hive, 2)  # three hours old: trimmed, though its session lives on
+
+    assert hive.status(old) == "created"
+    first = next(iter(hive.events(since=0)))
+    assert (first.type, first.seq) == ("journal.trimmed", first_recent - 1)
+    assert [e.type for e in hive.events(recent)] == ["session.created", "session.status"]
+    assert [e.type for e in hive.events(old)] == ["journal.trimmed"]
+
+
+def test_the_journal_is_kept_as_long_as_sessions_unless_told_otherwise() -> None:
+    assert HiveConfig(retention_hours=24).journal_hours == 24
+    assert HiveConfig(retention_hours=24, journal_retention_hours=1).journal_hours == 1
+    assert HiveConfig().journal_hours is None
+    assert HiveConfig.load({"HIVE_JOURNAL_RETENTION_HOURS": "0.5"}).journal_hours == 0.5
+    with pytest.raises(InvalidConfig, match="HIVE_JOURNAL_RETENTION_HOURS"):
+        HiveConfig.load({"HIVE_JOURNAL_RETENTION_HOURS": "-1"})

@@ -3,6 +3,7 @@ and events are published in seq order with no gap."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sqlite3
 import threading
@@ -12,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from hive_actors._models import ContextMessageEvent, EventBase, SessionInfo
+from hive_actors._models import (
+    ContextMessageEvent,
+    EventBase,
+    JournalTrimmedEvent,
+    SessionInfo,
+    SessionRemovedEvent,
+)
 from hive_actors._registry import Registry
 from hive_actors._states import Status
 
@@ -210,3 +217,102 @@ def test_a_failing_write_in_a_batch_fails_alone(tmp_path: Path) -> None:
     assert ids == ["ok", "taken"]
     assert journal == [(1, "lead"), (2, "o1"), (3, "o2")]  # no gap where "d" was refused
     assert [(e.seq, e.content) for e in published] == journal  # type: ignore[attr-defined]
+
+
+# -- trimming the journal -----------------------------------------------------------------
+
+
+def _removal(session_id: str) -> SessionRemovedEvent:
+    return SessionRemovedEvent(session_id=session_id, at=AT)
+
+
+def test_seqs_are_never_reused_once_the_whole_journal_is_trimmed(tmp_path: Path) -> None:
+    path = tmp_path / "registry.db"
+    registry = Registry(path, lambda event: None)
+    try:
+        registry.insert(_info("s"), _messages("s", "a", "b", "c"))
+        assert registry.trim_older_than(AT + dt.timedelta(seconds=1), 500) == 3
+        assert list(registry.events(since=0)) == [
+            JournalTrimmedEvent(seq=3, first_seq=4, session_id=None)
+        ]
+    finally:
+        registry.close()
+    reopened = Registry(path, lambda event: None)
+    try:
+        assert reopened.last_seq == 3  # not 0: the journal is empty, not new
+        (message,) = reopened.append(_messages("s", "d"))
+        assert message.seq == 4
+    finally:
+        reopened.close()
+
+
+def test_trimming_goes_in_bounded_batches_and_only_takes_the_oldest(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry.db", lambda event: None)
+    later = AT + dt.timedelta(hours=1)
+    try:
+        registry.insert(_info("gone"), _messages("gone", *map(str, range(250))))
+        registry.insert(_info("kept"), _messages("kept", "k1"))
+        registry.delete("gone", [_removal("gone")])  # seq 252
+        registry.append(
+            [ContextMessageEvent(session_id="kept", at=later, role="user", content="k2")]
+        )
+        batches = []
+        while (deleted := registry.compact_removed(window=100, limit=100)) is not None:
+            batches.append(deleted)
+        assert max(batches) <= 101
+        assert sum(batches) == 250
+        kept = [(e.seq, e.type, e.session_id) for e in registry.events(since=0, session_id=None)]
+        assert kept == [
+            (250, "journal.trimmed", None),
+            (251, "context.message", "kept"),
+            (252, "session.removed", "gone"),
+            (253, "context.message", "kept"),
+        ]
+        # By age: only the prefix older than the cutoff, at most `limit` at a time.
+        assert registry.trim_older_than(later, limit=1) == 1
+        assert registry.trim_older_than(later, limit=500) == 1
+        assert registry.trim_older_than(later, limit=500) == 0
+        assert [e.seq for e in registry.events(since=0)] == [252, 253]
+    finally:
+        registry.close()
+
+
+def test_the_space_of_trimmed_events_is_given_back(tmp_path: Path) -> None:
+    path = tmp_path / "registry.db"
+    registry = Registry(path, lambda event: None)
+    try:
+        registry.insert(_info("s"), _messages("s", *("x" * 2000 for _ in range(2000))))
+        full = _pages(path)
+        registry.trim_older_than(AT + dt.timedelta(seconds=1), 5000)
+        while registry.reclaim(64):
+            pass
+        assert _pages(path) < full // 10
+    finally:
+        registry.close()
+
+
+def test_a_registry_made_before_trimming_is_rebuilt_once_and_keeps_everything(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "registry.db"
+    registry = Registry(path, lambda event: None)
+    registry.insert(_info("s"), _messages("s", "a", "b"))
+    registry.close()
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as old:
+        old.execute("PRAGMA auto_vacuum=NONE")  # as every registry was made until now
+        old.execute("VACUUM")
+        assert old.execute("PRAGMA auto_vacuum").fetchone() == (0,)
+    reopened = Registry(path, lambda event: None)
+    try:
+        assert [info.session_id for info in reopened.sessions()] == ["s"]
+        assert [e.content for e in reopened.events(since=0)] == ["a", "b"]  # type: ignore[union-attr]
+    finally:
+        reopened.close()
+    with contextlib.closing(sqlite3.connect(path)) as converted:
+        assert converted.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
+
+
+def _pages(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+    return int(pages)

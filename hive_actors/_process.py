@@ -171,6 +171,9 @@ class AgentProcess:
     _reaped_at: float = 0.0
     """When the run was reaped (monotonic time): its escapees were all born before."""
     _killed: bool = False
+    _signalled: bool = False
+    """We sent the group a signal: a shim that then ended unrecorded was ended by us (a
+    stop that came before its trap was set), not from outside."""
     _sweep_when_reaped: bool = False
     """A SIGKILL went out while the run lasted: look for escapees once more when it is over."""
     _timers: Timers | None = field(default=None, repr=False)
@@ -253,6 +256,7 @@ class AgentProcess:
             except ProcessLookupError:
                 return False
             self._killed = self._killed or signum == signal.SIGKILL
+            self._signalled = True
             return True
 
     def stop(self, grace: float, timers: Timers) -> None:
@@ -348,8 +352,9 @@ class AgentProcess:
 
         Whatever the agent left running in its group is killed first, while the zombie
         shim still holds the group id: an agent's leftovers never outlive its run. The
-        shim's status file is the truth. Without it, after our SIGKILL, that is how the
-        run ended; otherwise the shim was killed from outside, by a signal it does not
+        shim's status file is the truth. Without it, after a signal of ours (a SIGKILL, or
+        a stop signal that came before the shim's trap was set), that is how the run
+        ended; otherwise the shim was killed from outside, by a signal it does not
         trap, while the agent may run on: the agent's exit is then unknown (None, with
         ``lost_detail``), and every process of the run is killed now, escapees included.
         """
@@ -362,6 +367,7 @@ class AgentProcess:
                 orphaned = (
                     recorded is None
                     and not self._killed
+                    and not self._signalled
                     and process_start_time(self.pid) != self.start_time
                 )
                 killed = self._kill_orphans() if orphaned else []

@@ -69,7 +69,11 @@ def recover(core: HiveCore, start_child: StartChild) -> None:
         and process_start_time(info.pid) == info.pid_start
     }
     # Every other run is over, or watched by no shim: what it left would run on unwatched,
-    # or run twice once the session starts again.
+    # or run twice once the session starts again. A shim that wrote its status between
+    # the first read and the look at its pid ended like any other: read it once more.
+    for info in settling:
+        if outcomes[info.session_id] is None and info.session_id not in alive:
+            outcomes[info.session_id] = read_status(status_file(Path(info.working_dir), info.runs))
     over = {info.session_id: info.pid for info in settling if info.session_id not in alive}
     strays = orphan_processes(over) if over else {}
     for info in unsettled:

@@ -18,6 +18,7 @@ import pytest
 
 from hive_actors import Hive, RootInUse, _recovery
 from hive_actors._process import process_start_time, read_status, signal_each
+from hive_actors._runner import status_file
 from hive_actors.testing import FakeClock, ReadySignal, session_processes
 
 from .conftest import Daemon, Hives, eventually, kill_leftovers, process_alive
@@ -246,6 +247,32 @@ def test_a_shim_killed_after_recovery_found_it_alive_leaves_nothing_running(
         eventually(lambda: not process_alive(agent) and not process_alive(grandchild))
     finally:
         signal_each([agent, grandchild], signal.SIGKILL)
+
+
+def test_a_run_that_ends_while_recovery_looks_at_it_gets_its_exit_code(
+    hives: Hives, tmp_path: Path, ready: Callable[[], ReadySignal], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shim writes the agent's exit status after recovery read it (none yet) and
+    before recovery looked at the shim's pid (gone): the run ended, it was not lost."""
+    root = tmp_path / "root"
+    session_id, shim, agent, grandchild = _orphan_an_agent(root, ready)
+    try:
+        looked = _recovery.process_start_time
+
+        def ends_meanwhile(pid: int) -> int | None:
+            if pid != shim:
+                return looked(pid)
+            info = json.loads((root / "sessions" / session_id / "session.json").read_text())
+            status_file(root / "sessions" / session_id, info["runs"]).write_text("7\n")
+            signal_each([shim, agent, grandchild], signal.SIGKILL)
+            return None
+
+        monkeypatch.setattr(_recovery, "process_start_time", ends_meanwhile)
+        hive = hives.open(root=root)
+        info = hive.get_session_info(session_id)
+        assert (info.status, info.exit_code) == ("failed", 7), info.detail
+    finally:
+        signal_each([shim, agent, grandchild], signal.SIGKILL)
 
 
 def test_a_recycled_pid_is_not_mistaken_for_the_agent(hives: Hives, tmp_path: Path) -> None:

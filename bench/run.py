@@ -2,27 +2,32 @@
 
     python bench/run.py [WORKLOAD ...] [--rounds R] [--quick | --scale S]
 
-Workloads: lifecycle, live, latency, fanout, recovery (default: all). Each prints one JSON
-line per figure: the median of R rounds, the baseline measured alongside, and their ratio.
+Workloads: lifecycle, live, latency, fanout, recovery, journal (default: all). Each prints
+one JSON line per figure: the median of R rounds, the baseline measured alongside, and their
+ratio.
 Machines here are shared and noisy: read the ratios, not single absolute times.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,7 @@ import structlog
 
 from hive_actors import Event, Hive
 from hive_actors._models import ContextMessageEvent
+from hive_actors._registry import Registry
 from hive_actors._workspace import create_wal
 
 TRUE = shutil.which("true") or "/bin/true"
@@ -819,7 +825,265 @@ def bench_recovery(sessions: int) -> None:
         )
 
 
-WORKLOADS = ("lifecycle", "live", "latency", "fanout", "recovery")
+# -- 6. the journal over a day ---------------------------------------------------------------
+
+DAY_SESSIONS_PER_S = 10.0
+DAY_RETENTION_HOURS = 1.0
+"""Sessions are removed an hour after they end, and the journal keeps an hour (its default:
+``retention_hours``): a day is 24 retention periods, 23 of them with trimming."""
+JOURNAL_WRITERS = 8
+
+
+def bench_journal(scale: float) -> None:
+    """A day of ``10 x scale`` sessions a second, with retention and trimming as a hive
+    does them, on the registry's own write path; its file's size along the day.
+
+    ``scale`` shrinks the day, the retention and the housekeeping interval with the rate,
+    so that every scale runs the same 24 retention periods of 1,440 passes.
+    """
+    seconds = 86_400 * scale
+    sessions = round(DAY_SESSIONS_PER_S * scale * seconds)
+    with temp_root() as root:
+        day = _JournalDay(root / "registry.db", DAY_RETENTION_HOURS * scale)
+        sizes = day.run(sessions, seconds)
+        before, writes, batches = day.untrimmed_writes, day.write_seconds, day.batch_seconds
+        per_session = day.bytes_per_session
+        rebuild_mb, rebuild_s = _rebuild(root / "registry.db")
+    hourly = [round(size / 1e6, 3) for size in sizes]
+    emit(
+        "journal_day",
+        sessions=sessions,
+        sessions_per_s=DAY_SESSIONS_PER_S * scale,
+        day_hours=round(24 * scale, 3),
+        retention_hours=DAY_RETENTION_HOURS * scale,
+        db_mb_by_24th_of_the_day=hourly,
+        steady_max_mb=max(hourly[2:]),
+        last_mb=hourly[-1],
+        wal_mb_max=round(day.wal_max / 1e6, 2),
+        untrimmed_mb_estimate=round(per_session * sessions / 1e6, 1),
+        bytes_per_session_untrimmed=round(per_session),
+        events_trimmed=day.trimmed,
+        write_ms_p99=ms(writes, 0.99),
+        write_ms_max=ms(writes, 1.0),
+        write_ms_p99_before_trimming=ms(before, 0.99),
+        trim_lock_held_ms_p99=ms(batches, 0.99),
+        trim_lock_held_ms_max=ms(batches, 1.0),
+        note="untrimmed: the first period's bytes per session times the day's sessions",
+    )
+    emit(
+        "journal_rebuild",
+        mb=rebuild_mb,
+        seconds=rebuild_s,
+        mb_per_s=round(rebuild_mb / rebuild_s, 1) if rebuild_s else None,
+        note="a registry made before trimming, made incremental once at open",
+    )
+
+
+class _JournalDay:
+    """The day, a housekeeping interval (1/1440 of it) at a time: the sessions created in
+    it are written by ``JOURNAL_WRITERS`` threads, while the pass that became due trims
+    the journal concurrently, as the hive's maintenance thread does."""
+
+    def __init__(self, path: Path, retention_hours: float) -> None:
+        self.path = path
+        self.registry = Registry(path, lambda event: None)
+        self.batch_seconds: list[float] = []
+        """How long each trimming batch held the registry's lock."""
+        held = _HeldBy(self.registry._lock, "hive-maintenance", self.batch_seconds)
+        self.registry._lock = held  # type: ignore[assignment]
+        self.retention = dt.timedelta(hours=retention_hours)
+        self.hours = retention_hours
+        self.start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        self.ended: list[tuple[dt.datetime, str]] = []
+        self.write_seconds: list[float] = []
+        self.untrimmed_writes: list[float] = []
+        """Those of the first period, before anything is old enough to be trimmed."""
+        self.trimmed = 0
+        self.bytes_per_session = 0.0
+        self.wal_max = 0
+        self._lock = threading.Lock()
+
+    def run(self, sessions: int, seconds: float) -> list[int]:
+        """Returns the database's size at the end of each 24th of the day."""
+        passes = 1440
+        interval = seconds / passes
+        sizes: list[int] = []
+        made = 0
+        writers = ThreadPoolExecutor(JOURNAL_WRITERS)
+        maintenance = ThreadPoolExecutor(1, thread_name_prefix="hive-maintenance")
+        trimming: Future[None] | None = None
+        try:
+            for index in range(passes):
+                now = self.start + dt.timedelta(seconds=index * interval)
+                due = round(sessions * (index + 1) / passes) - made
+                self._write(writers, range(made, made + due), now, interval)
+                made += due
+                if trimming is not None:
+                    trimming.result()
+                now += dt.timedelta(seconds=interval)
+                self._remove_ended(now)
+                trimming = maintenance.submit(self._trim, now)
+                if (index + 1) % (passes // 24) == 0:
+                    trimming.result()
+                    sizes.append(self._size())
+                    if len(sizes) == 1:  # nothing trimmed yet: every session still whole
+                        self.bytes_per_session = sizes[0] / made
+                        self.untrimmed_writes, self.write_seconds = self.write_seconds, []
+        finally:
+            writers.shutdown()
+            maintenance.shutdown()
+            self.registry.close()
+        return sizes
+
+    def _write(
+        self, writers: ThreadPoolExecutor, indexes: range, now: dt.datetime, interval: float
+    ) -> None:
+        from hive_actors._models import SessionCreatedEvent, SessionInfo, SessionStatusEvent
+        from hive_actors._states import Status
+
+        def one(index: int) -> None:
+            session_id = str(uuid.UUID(int=index + 1))
+            at = now + dt.timedelta(seconds=interval * (index - indexes.start) / len(indexes))
+            base = f"/var/lib/hive_actors/sessions/{session_id}"
+            info = SessionInfo(
+                session_id=session_id,
+                task=f"Build a Rust CLI tool for file processing, part {index}",
+                priority="medium",
+                status=Status.CREATED,
+                created=at,
+                updated=at,
+                working_dir=base,
+                output_dir=f"{base}/output",
+                database=f"{base}/.swarm/memory.db",
+                log_file=f"/var/lib/hive_actors/logs/{session_id}.log",
+                metadata={"project": "bench", "part": index},
+                command=("claude-flow", "hive-mind", "spawn", "{task}"),
+            )
+            ended = at + dt.timedelta(seconds=min(30.0, interval))
+            done = info.model_copy(
+                update={
+                    "status": Status.COMPLETED,
+                    "updated": ended,
+                    "exit_code": 0,
+                    "runs": 1,
+                    "reason": "exited",
+                    "detail": "exited with code 0",
+                }
+            )
+            started = time.perf_counter()
+            self.registry.insert(
+                info,
+                [
+                    SessionCreatedEvent(
+                        session_id=session_id,
+                        at=at,
+                        task=info.task,
+                        priority=info.priority,
+                        metadata=info.metadata,
+                    ),
+                    SessionStatusEvent(session_id=session_id, at=at, to=Status.CREATED),
+                ],
+            )
+            middle = time.perf_counter()
+            self.registry.update(
+                done,
+                [
+                    SessionStatusEvent(
+                        session_id=session_id, at=at, from_=Status.CREATED, to=Status.STARTING
+                    ),
+                    SessionStatusEvent(
+                        session_id=session_id,
+                        at=at,
+                        from_=Status.STARTING,
+                        to=Status.RUNNING,
+                        reason="spawned",
+                        pid=4242,
+                    ),
+                    SessionStatusEvent(
+                        session_id=session_id,
+                        at=ended,
+                        from_=Status.RUNNING,
+                        to=Status.COMPLETED,
+                        reason="exited",
+                        detail="exited with code 0",
+                        exit_code=0,
+                    ),
+                ],
+            )
+            finished = time.perf_counter()
+            with self._lock:
+                self.write_seconds += [middle - started, finished - middle]
+                self.ended.append((ended, session_id))
+
+        for done in [writers.submit(one, index) for index in indexes]:
+            done.result()
+
+    def _remove_ended(self, now: dt.datetime) -> None:
+        """Retention: sessions that ended ``retention`` ago go, as ``Hive.cleanup`` does."""
+        from hive_actors._models import SessionRemovedEvent
+
+        with self._lock:
+            self.ended.sort()
+            cut = 0
+            while cut < len(self.ended) and self.ended[cut][0] <= now - self.retention:
+                cut += 1
+            expired, self.ended = self.ended[:cut], self.ended[cut:]
+        for _ended, session_id in expired:
+            started = time.perf_counter()
+            self.registry.delete(session_id, [SessionRemovedEvent(session_id=session_id, at=now)])
+            self.write_seconds.append(time.perf_counter() - started)
+
+    def _trim(self, now: dt.datetime) -> None:
+        from hive_actors._maintenance import trim_journal
+
+        self.trimmed += trim_journal(self.registry, now, self.hours).events
+
+    def _size(self) -> int:
+        """The database's size as its pages say: what the file holds once the WAL is
+        checkpointed (the WAL itself stays under SQLite's 4 MB autocheckpoint)."""
+        with contextlib.closing(sqlite3.connect(self.path)) as db:
+            (pages,) = db.execute("PRAGMA page_count").fetchone()
+            (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        wal = self.path.with_name(self.path.name + "-wal")
+        self.wal_max = max(self.wal_max, wal.stat().st_size if wal.exists() else 0)
+        return int(pages * page_size)
+
+
+class _HeldBy:
+    """The registry's lock, recording how long threads named ``holder...`` hold it each
+    time (what a writer waiting for it may have to wait)."""
+
+    def __init__(self, lock: Any, holder: str, seconds: list[float]) -> None:
+        self._lock = lock
+        self._holder = holder
+        self._seconds = seconds
+        self._taken = 0.0
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        self._taken = time.perf_counter()
+
+    def __exit__(self, *_exc: object) -> None:
+        held = time.perf_counter() - self._taken
+        if threading.current_thread().name.startswith(self._holder):
+            self._seconds.append(held)
+        self._lock.release()
+
+
+def _rebuild(path: Path) -> tuple[float, float]:
+    """The once-only rebuild of a registry made before trimming: the day's file, put back
+    in that form (no auto_vacuum), opened again. Its size in MB, and the open's seconds."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as old:
+        old.execute("PRAGMA auto_vacuum=NONE")
+        old.execute("VACUUM")
+        old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = path.stat().st_size / 1e6
+    started = time.perf_counter()
+    Registry(path, lambda event: None).close()
+    return round(size, 1), round(time.perf_counter() - started, 3)
+
+
+WORKLOADS = ("lifecycle", "live", "latency", "fanout", "recovery", "journal")
 
 
 def _scale(text: str) -> float:
@@ -885,6 +1149,8 @@ def main() -> int:
             bench_fanout(int(100_000 * size) // 100 * 100)
         if "recovery" in chosen:
             bench_recovery(int(1000 * size))
+        if "journal" in chosen:
+            bench_journal(size)
     return 0
 
 

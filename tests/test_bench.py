@@ -100,3 +100,15 @@ def test_every_workload_reports_its_figures_at_a_small_scale(
     (recovery,) = by_name["recovery"]
     assert recovery["sessions"] == 50
     assert recovery["re_adopted"] == recovery["live_agents"] == 25
+
+    (journal,) = by_name["journal_day"]
+    assert journal["sessions"] == round(10 * 0.05 * 86_400 * 0.05)  # a day, scaled twice
+    sizes = journal["db_mb_by_24th_of_the_day"]
+    assert len(sizes) == 24
+    assert journal["steady_max_mb"] == max(sizes[2:])
+    assert journal["events_trimmed"] > 0
+    assert journal["steady_max_mb"] < journal["untrimmed_mb_estimate"] / 4  # it is trimmed
+    assert 0 < journal["trim_lock_held_ms_p99"] <= journal["trim_lock_held_ms_max"]
+    (rebuild,) = by_name["journal_rebuild"]
+    assert rebuild["mb"] > 0
+    assert rebuild["seconds"] > 0

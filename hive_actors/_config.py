@@ -49,11 +49,11 @@ class HiveConfig(BaseModel):
     max_message_bytes: Annotated[int, Field(ge=1, le=16 * 1024 * 1024)] = 256 * 1024
     context_budget: Annotated[int, Field(ge=256, le=100_000_000)] = 32_000
     """Default size, in characters of JSON, of what ``build_context`` returns."""
-    idle_timeout: Annotated[float, Field(gt=0)] | None = None
+    idle_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     """Default seconds a persistent session may stay idle before it is completed."""
-    max_lifetime: Annotated[float, Field(gt=0)] | None = None
+    max_lifetime: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     """Default seconds after creation when a session still not ended is terminated."""
-    retention_hours: Annotated[float, Field(ge=0)] | None = None
+    retention_hours: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     """If set, ended sessions older than this are removed automatically."""
     journal_retention_hours: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     """Events older than this are trimmed from the journal; unset: ``retention_hours``."""

@@ -172,6 +172,11 @@ def test_bad_configuration_names_the_setting(hives: Hives, monkeypatch: pytest.M
         Hive(root=hives.root / "x")
     assert not (hives.root / "x").exists()
     monkeypatch.delenv("HIVE_MAX_RESTARTS")
+    for setting in ("RETENTION_HOURS", "IDLE_TIMEOUT", "MAX_LIFETIME"):  # inf broke housekeeping
+        monkeypatch.setenv(f"HIVE_{setting}", "inf")
+        with pytest.raises(InvalidConfig, match=f"HIVE_{setting}: Input should be a finite"):
+            Hive(root=hives.root / "x")
+        monkeypatch.delenv(f"HIVE_{setting}")
     (hives.root / "afile").write_text("")
     for root in (hives.root / "afile", hives.root / "afile" / "root"):
         with pytest.raises(InvalidConfig, match=r"afile.*not a directory; choose a directory"):

@@ -222,15 +222,18 @@ class EventStream:
 def _stream(
     feed: _Feed, live: queue.SimpleQueue[Any], follow: bool, timeout: float | None
 ) -> Iterator[Event]:
-    yield from feed.backlog()
-    while follow:
-        try:
-            item = live.get(timeout=timeout)
-        except queue.Empty:
-            return
-        if item is _STOP:
-            return
-        yield item
+    try:
+        yield from feed.backlog()
+        while follow:
+            try:
+                item = live.get(timeout=timeout)
+            except queue.Empty:
+                return
+            if item is _STOP:
+                return
+            yield item
+    finally:  # ended by its timeout, say: nothing may pile up for a reader gone
+        feed.disconnect()
 
 
 async def async_events(

@@ -79,23 +79,16 @@ class Maintenance:
             self._worker.start()
 
     def _pass(self) -> None:
+        # Each task on its own: one that keeps failing must not stop the others for good.
+        tasks = [self._remove_expired, self._trim_journal]
+        if self._config.log_max_bytes is not None:
+            tasks.append(self._rotate_logs)
         try:
-            if self._config.retention_hours is not None:
-                removed = self._cleanup(self._config.retention_hours)
-                if removed:
-                    log.info("retention cleanup", removed=len(removed))
-            trimmed = trim_journal(
-                self._core.registry,
-                self._core.clock.now(),
-                self._config.journal_hours,
-                lambda: self._closed,
-            )
-            if trimmed.events:
-                log.info("journal trimmed", events=trimmed.events, free_pages=trimmed.free_pages)
-            if self._config.log_max_bytes is not None:
-                self._rotate_logs(self._config.log_max_bytes, self._config.log_keep)
-        except Exception:
-            log.exception("maintenance pass failed")
+            for task in tasks:
+                try:
+                    task()
+                except Exception:
+                    log.exception("maintenance task failed", task=task.__name__)
         finally:
             with self._lock:
                 self.passes += 1
@@ -103,7 +96,26 @@ class Maintenance:
                 if not self._closed:
                     self._schedule()
 
-    def _rotate_logs(self, limit: int, keep: int) -> None:
+    def _remove_expired(self) -> None:
+        if self._config.retention_hours is not None:
+            removed = self._cleanup(self._config.retention_hours)
+            if removed:
+                log.info("retention cleanup", removed=len(removed))
+
+    def _trim_journal(self) -> None:
+        trimmed = trim_journal(
+            self._core.registry,
+            self._core.clock.now(),
+            self._config.journal_hours,
+            lambda: self._closed,
+        )
+        if trimmed.events:
+            log.info("journal trimmed", events=trimmed.events, free_pages=trimmed.free_pages)
+
+    def _rotate_logs(self) -> None:
+        limit, keep = self._config.log_max_bytes, self._config.log_keep
+        if limit is None:
+            return
         for info in self._core.table.all():
             if info.status in SETTLED:
                 continue

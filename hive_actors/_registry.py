@@ -56,6 +56,11 @@ CREATE TABLE IF NOT EXISTS meta (
     key        TEXT PRIMARY KEY,
     value      TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS trimmed (
+    session_id TEXT PRIMARY KEY,
+    through    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trimmed_by_seq ON trimmed (through);
 """
 
 E = TypeVar("E", bound=EventBase)
@@ -283,6 +288,14 @@ class Registry:
         session whose first kept event is its ``session.created`` lost none.
         """
         if session_id is not None:
+            # Nothing of the topic after ``cursor`` was deleted unless a trim reached past
+            # it: by age (a prefix of the journal), or this removed session's compaction.
+            row = self._db.execute(
+                "SELECT through FROM trimmed WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            through = max(int(self._meta(_AGE_TRIMMED, "0")), 0 if row is None else row[0])
+            if cursor >= through:
+                return None
             first = self._db.execute(
                 "SELECT seq, type FROM events WHERE session_id = ? ORDER BY seq LIMIT 1",
                 (session_id,),
@@ -317,18 +330,33 @@ class Registry:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for seq, session_id in removals:
-                    deleted += self._db.execute(
-                        "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
-                        "WHERE session_id = ? AND seq < ? LIMIT ?)",
+                    # Its oldest first: what is left of a topic is always its newest.
+                    gone = self._db.execute(
+                        "SELECT count(*), max(seq) FROM (SELECT seq FROM events "
+                        "WHERE session_id = ? AND seq < ? ORDER BY seq LIMIT ?)",
                         (session_id, seq, limit - deleted + 1),
-                    ).rowcount
+                    ).fetchone()
+                    count, through = gone
+                    if count:
+                        self._db.execute(
+                            "DELETE FROM events WHERE session_id = ? AND seq <= ?",
+                            (session_id, through),
+                        )
+                        self._db.execute(  # what a replay of its topic was not given
+                            "INSERT INTO trimmed (session_id, through) VALUES (?, ?) "
+                            "ON CONFLICT (session_id) DO UPDATE SET "
+                            "through = max(through, excluded.through)",
+                            (session_id, through),
+                        )
+                    deleted += count
                     if deleted > limit:  # some of it may be left: look at it again
                         end = seq - 1
                         break
                 self._set_meta(_COMPACTED, str(end))
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # a failed COMMIT may have rolled back already
+                    self._db.execute("ROLLBACK")
                 raise
         return deleted
 
@@ -346,8 +374,19 @@ class Registry:
                 break
             old += 1
         if old:
+            through = rows[old - 1][0]
             with self._lock:  # nothing came below it meanwhile: new events come above
-                self._db.execute("DELETE FROM events WHERE seq <= ?", (rows[old - 1][0],))
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.execute("DELETE FROM events WHERE seq <= ?", (through,))
+                    self._set_meta(_AGE_TRIMMED, str(through))
+                    # A removed session's record is covered by the prefix once it is.
+                    self._db.execute("DELETE FROM trimmed WHERE through <= ?", (through,))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
         return old
 
     def reclaim(self, pages: int) -> int:
@@ -487,6 +526,8 @@ class Registry:
 
 _COMPACTED = "journal_compacted_through"
 """Meta key: the seq up to which removed sessions' events have been compacted."""
+_AGE_TRIMMED = "journal_trimmed_through"
+"""Meta key: every event up to this seq was trimmed by age."""
 _INCREMENTAL = 2
 """PRAGMA auto_vacuum's value for INCREMENTAL."""
 
@@ -497,8 +538,9 @@ def _vacuum_incrementally(db: sqlite3.Connection, path: Path) -> None:
     The setting takes effect only through a VACUUM once the file exists (WAL mode has
     written its first page already): instant for a new file; a file made before
     trimming existed is rebuilt once, about a second per 100 MB of data here, with room
-    needed for a copy. If that fails (disk full), trimmed pages are still reused, the
-    file just does not shrink, and the next open tries again.
+    needed for up to two copies (one in the WAL, one in the temp dir). If that fails
+    (disk full), trimmed pages are still reused, the file just does not shrink, and the
+    next open tries again.
     """
     if db.execute("PRAGMA auto_vacuum").fetchone()[0] == _INCREMENTAL:
         return
@@ -511,6 +553,8 @@ def _vacuum_incrementally(db: sqlite3.Connection, path: Path) -> None:
         db.execute("VACUUM")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL held a copy of it all
     except sqlite3.OperationalError as exc:
+        with contextlib.suppress(sqlite3.OperationalError):  # leave no WAL of its size
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         log.warning(
             "registry: could not rebuild; trimmed space is reused but not given back",
             path=str(path),

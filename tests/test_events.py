@@ -198,6 +198,9 @@ def test_a_closed_or_dropped_event_stream_releases_its_subscription(hive: Hive) 
         del stream
         gc.collect()
         assert hive.stats().subscribers == baseline
+    stream = hive.events(session_id, since=0, follow=True, timeout=0.01)  # kept, not closed
+    assert [event.type for event in stream] == ["session.created", "session.status"]
+    assert hive.stats().subscribers == baseline  # ended by its timeout: released
 
 
 def test_a_closed_async_event_stream_releases_its_subscription(hive: Hive) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hive_actors import HiveConfig, InvalidConfig, JournalTrimmedEvent
+from hive_actors import HiveConfig, InvalidConfig, JournalTrimmedEvent, _maintenance
 from hive_actors.testing import FakeClock, wait_maintenance
 
 from .conftest import Hives, Recorder, eventually
@@ -62,6 +62,24 @@ def test_logs_beyond_the_cap_are_rotated_keeping_n(hives: Hives, clock: FakeCloc
     assert not list(log.parent.glob(log.name + "*"))  # rotated files go with the session
 
 
+def test_a_task_that_keeps_failing_stops_no_other_housekeeping(
+    hives: Hives, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object) -> None:
+        raise RuntimeError("a registry whose trimming always fails")
+
+    monkeypatch.setattr(_maintenance, "trim_journal", broken)  # fault injection
+    hive = hives.open(clock=clock, log_max_bytes=1024, maintenance_interval=5)
+    session_id = hive.create_session("chatty", command=CHATTY)
+    hive.start_session(session_id)
+    log = Path(hive.log_file(session_id))
+    eventually(lambda: "line 99:" in log.read_text())
+    clock.advance(5)
+    wait_maintenance(hive, 1)
+    assert log.stat().st_size == 0  # rotated all the same
+    hive.terminate_session(session_id, grace=0)
+
+
 def test_removed_sessions_leave_only_their_removal_in_the_journal(
     hives: Hives, clock: FakeClock
 ) -> None:
@@ -70,6 +88,8 @@ def test_removed_sessions_leave_only_their_removal_in_the_journal(
     kept = hive.create_session("kept")
     hive.send_message(gone, "user", "forget me")
     hive.terminate_session(gone)
+    seen = hive.last_seq  # a consumer of its topic has seen all of it up to here
+    hive.send_message(kept, "user", "meanwhile")  # events of others before its removal
     hive.remove_session(gone)
     before = [e.seq for e in hive.events(kept)]
     clock.advance(60)
@@ -82,6 +102,8 @@ def test_removed_sessions_leave_only_their_removal_in_the_journal(
     assert (trimmed.session_id, trimmed.first_seq) == (gone, removal.seq)
     assert trimmed.seq == removal.seq - 1
     assert removal.type == "session.removed"
+    # A consumer that had seen all of it before its removal missed nothing: no notice.
+    assert [e.type for e in hive.events(gone, since=seen)] == ["session.removed"]
 
 
 def test_events_older_than_the_journal_retention_are_trimmed(

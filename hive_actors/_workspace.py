@@ -131,7 +131,7 @@ def write_info(working_dir: str | Path, info: SessionInfo) -> None:
         _write(temp, info.model_dump_json(indent=2).encode(), os.O_TRUNC)
         os.replace(temp, f"{working_dir}/session.json")
     except OSError as exc:
-        raise WorkspaceError(f"{working_dir}/session.json", exc) from exc
+        raise WorkspaceError(f"{working_dir}/session.json", exc, action="write") from exc
 
 
 def create_wal(path: Path | str) -> None:

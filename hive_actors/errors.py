@@ -185,9 +185,9 @@ class WorkspaceError(HiveError, OSError):
     """The filesystem refused a directory, database or log file (disk full, a read-only
     or missing directory); nothing of what was being created was kept."""
 
-    def __init__(self, path: object, cause: OSError) -> None:
+    def __init__(self, path: object, cause: OSError, *, action: str = "create") -> None:
         self.path = path
-        super().__init__(f"cannot create {path}: {cause.strerror or cause}")
+        super().__init__(f"cannot {action} {path}: {cause.strerror or cause}")
 
 
 class ReadOnlyState(WorkspaceError):

@@ -167,6 +167,14 @@ def _orphan_an_agent(root: Path, ready: Callable[[], ReadySignal]) -> tuple[str,
     return session_id, _recorded_pid(root, session_id), agent["pid"], agent["grandchild"]
 
 
+def _assert_lost_and_killed(hive: Hive, session_id: str, cause: str, pids: list[int]) -> None:
+    info = hive.get_session_info(session_id)
+    assert (info.status, info.reason, info.exit_code) == ("failed", "lost", None)
+    assert info.detail == _lost_detail(cause, pids)
+    eventually(lambda: not any(process_alive(pid) for pid in pids))
+    assert session_processes(session_id) == []
+
+
 def _lost_detail(cause: str, killed: list[int]) -> str:
     pids = ", ".join(str(pid) for pid in sorted(killed))
     return f"{cause}; killed the {len(killed)} processes of the run still running (pids {pids})"
@@ -186,12 +194,8 @@ def test_a_live_agent_whose_shim_was_killed_while_no_hive_ran_is_killed_and_reco
         assert process_alive(agent)
         assert process_alive(grandchild)
         hive = hives.open(root=root)
-        info = hive.get_session_info(session_id)
-        assert (info.status, info.reason, info.exit_code) == ("failed", "lost", None)
         cause = "its shim ended while no hive ran, without recording the agent's exit status"
-        assert info.detail == _lost_detail(cause, [agent, grandchild])
-        eventually(lambda: not process_alive(agent) and not process_alive(grandchild))
-        assert session_processes(session_id) == []
+        _assert_lost_and_killed(hive, session_id, cause, [agent, grandchild])
     finally:
         signal_each([agent, grandchild], signal.SIGKILL)
 
@@ -208,12 +212,8 @@ def test_a_re_adopted_agent_whose_shim_is_killed_is_killed_and_recorded(
         assert hive.status(session_id) == "running"
         os.kill(shim, signal.SIGKILL)
         assert hive.wait(session_id, timeout=10) == "failed"
-        info = hive.get_session_info(session_id)
-        assert (info.reason, info.exit_code) == ("lost", None)
         cause = "its shim ended without recording the agent's exit status"
-        assert info.detail == _lost_detail(cause, [agent, grandchild])
-        eventually(lambda: not process_alive(agent) and not process_alive(grandchild))
-        assert session_processes(session_id) == []
+        _assert_lost_and_killed(hive, session_id, cause, [agent, grandchild])
     finally:
         signal_each([agent, grandchild], signal.SIGKILL)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Daemon
+from .conftest import Daemon, eventually
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -62,6 +62,11 @@ def served(daemon: Daemon) -> tuple[Daemon, str, str]:
 @pytest.fixture
 def page(browser, served) -> Iterator[object]:  # type: ignore[no-untyped-def]
     _daemon, url, token = served
+    yield from _open(browser, url, token)
+
+
+def _open(browser, url: str, token: str) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    """The dashboard, logged in and live; at the end, no error the page raised."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     opened = context.new_page()
     errors: list[str] = []
@@ -225,3 +230,24 @@ def test_without_the_token_the_page_asks_for_it_and_shows_no_data(served, browse
     assert httpx.get(f"{url}/dashboard/app.js").status_code == 200
     assert httpx.get(f"{url}/sessions").status_code == 401
     assert httpx.get(f"{url}/dashboard/../sessions").status_code in (401, 404)
+
+
+def test_the_session_view_says_where_the_journal_was_trimmed(daemon: Daemon, browser) -> None:  # type: ignore[no-untyped-def]
+    daemon.env["HIVE_JOURNAL_RETENTION_HOURS"] = "0"  # every pass trims all it has
+    daemon.env["HIVE_MAINTENANCE_INTERVAL"] = "0.2"
+    ready = daemon.start("--tcp", "127.0.0.1:0")
+    url, token = f"http://{ready.split()[1]}", (daemon.root / "token").read_text().strip()
+    session_id = daemon.cli("create", "long job").stdout.strip()
+    assert daemon.cli("start", session_id, "--sleep", "inf").returncode == 0
+
+    def replay_starts_trimmed() -> bool:
+        done = daemon.cli("events", session_id, "--since", "0", "--no-follow")
+        return done.stdout.startswith('{"seq"') and '"journal.trimmed"' in done.stdout
+
+    eventually(replay_starts_trimmed)
+    for page in _open(browser, url, token):
+        row(page, session_id).click()
+        expect(page.locator("#timeline li.trimmed")).to_contain_text(
+            "earlier events were trimmed from the journal", timeout=WAIT_MS
+        )
+    assert daemon.cli("terminate", session_id, "--grace", "0").returncode == 0

@@ -277,6 +277,9 @@ function onSessionEvent(id, event) {
   } else if (event.type === "session.restart") {
     $("timeline").append(el("li", {}, el("time", { text: clock(event.at) }),
       `restart of ${event.child}: ${event.detail}`));
+  } else if (event.type === "journal.trimmed") { // what came before is gone from the journal
+    $("timeline").append(el("li", { class: "trimmed" },
+      `earlier events were trimmed from the journal (it goes on from #${event.first_seq})`));
   }
   reloadContext(id); // history and files come from the ContextManager, not the journal
 }

@@ -28,7 +28,7 @@ from hive_actors._process import (
     signal_each,
 )
 from hive_actors._timers import Timers
-from hive_actors.testing import FakeClock, ReadySignal, fake_agent_command
+from hive_actors.testing import FakeClock, ReadySignal, fake_agent_command, wait_maintenance
 
 # hive_actors never configures logging; tests route structlog into stdlib logging so
 # pytest captures it instead of it going to stdout.
@@ -309,3 +309,23 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     made = Daemon(tmp_path / "root")
     yield made
     made.cleanup()
+
+
+CHATTY = [  # says 100 lines, then sleeps
+    "sh",
+    "-c",
+    'i=0; while [ $i -lt 100 ]; do echo "line $i: some output of the agent"; i=$((i+1)); done;'
+    " exec sleep 3600",
+]
+
+
+def chatty_after_a_pass(hive: Hive, clock: FakeClock, interval: float = 5) -> tuple[str, Path]:
+    """A running CHATTY session once the agent has said its piece and one housekeeping
+    pass (every ``interval`` s of ``clock``) has run: its id and its log."""
+    session_id = hive.create_session("chatty", command=CHATTY)
+    hive.start_session(session_id)
+    log = Path(hive.log_file(session_id))
+    eventually(lambda: "line 99:" in log.read_text())
+    clock.advance(interval)
+    wait_maintenance(hive, 1)
+    return session_id, log

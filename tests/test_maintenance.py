@@ -9,14 +9,7 @@ import pytest
 from hive_actors import HiveConfig, InvalidConfig, JournalTrimmedEvent, _maintenance
 from hive_actors.testing import FakeClock, wait_maintenance
 
-from .conftest import Hives, Recorder, eventually
-
-CHATTY = [
-    "sh",
-    "-c",
-    'i=0; while [ $i -lt 100 ]; do echo "line $i: some output of the agent"; i=$((i+1)); done;'
-    " exec sleep 3600",
-]
+from .conftest import Hives, Recorder, chatty_after_a_pass
 
 
 def test_retention_removes_ended_sessions_on_schedule(
@@ -40,12 +33,7 @@ def test_retention_removes_ended_sessions_on_schedule(
 
 def test_logs_beyond_the_cap_are_rotated_keeping_n(hives: Hives, clock: FakeClock) -> None:
     hive = hives.open(clock=clock, log_max_bytes=1024, log_keep=2, maintenance_interval=5)
-    session_id = hive.create_session("chatty", command=CHATTY)
-    hive.start_session(session_id)
-    log = Path(hive.log_file(session_id))
-    eventually(lambda: "line 99:" in log.read_text())  # the agent has said its piece
-    clock.advance(5)
-    wait_maintenance(hive, 1)
+    session_id, log = chatty_after_a_pass(hive, clock)
     assert log.stat().st_size == 0
     rotated = Path(f"{log}.1").read_text()
     assert rotated.startswith("line 0:")
@@ -70,12 +58,7 @@ def test_a_task_that_keeps_failing_stops_no_other_housekeeping(
 
     monkeypatch.setattr(_maintenance, "trim_journal", broken)  # fault injection
     hive = hives.open(clock=clock, log_max_bytes=1024, maintenance_interval=5)
-    session_id = hive.create_session("chatty", command=CHATTY)
-    hive.start_session(session_id)
-    log = Path(hive.log_file(session_id))
-    eventually(lambda: "line 99:" in log.read_text())
-    clock.advance(5)
-    wait_maintenance(hive, 1)
+    session_id, log = chatty_after_a_pass(hive, clock)
     assert log.stat().st_size == 0  # rotated all the same
     hive.terminate_session(session_id, grace=0)
 

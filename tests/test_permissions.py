@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from hive_actors.testing import FakeClock, wait_maintenance
+from hive_actors.testing import FakeClock
 
-from .conftest import Daemon, Hives, eventually
+from .conftest import Daemon, Hives, chatty_after_a_pass
 
 AGENT = ["sh", "-c", 'umask; echo made > by-the-agent; echo done > "$HIVE_OUTPUT_DIR/result"']
 
@@ -72,19 +72,9 @@ def test_what_hive_actors_writes_for_a_session_is_owner_only_whatever_the_umask(
 
 
 def test_a_rotated_log_is_owner_only_whatever_the_umask(hives: Hives, clock: FakeClock) -> None:
-    chatty = [
-        "sh",
-        "-c",
-        'i=0; while [ $i -lt 100 ]; do echo "line $i: the agent says"; i=$((i+1)); done; sleep 60',
-    ]
     with _umask(0):
         hive = hives.open(clock=clock, log_max_bytes=1024, log_keep=2, maintenance_interval=5)
-        session_id = hive.create_session("chatty", command=chatty)
-        hive.start_session(session_id)
-        log = Path(hive.log_file(session_id))
-        eventually(lambda: "line 99" in log.read_text())
-        clock.advance(5)
-        wait_maintenance(hive, 1)
+        _session_id, log = chatty_after_a_pass(hive, clock)
     assert "line 99" in Path(f"{log}.1").read_text()
     assert _mode(Path(f"{log}.1")) == _mode(log) == 0o600
 

@@ -17,13 +17,14 @@ import queue
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import blinker
 import structlog
 
+from hive_actors import _validate
 from hive_actors._models import Event, EventBase
-from hive_actors._registry import Registry
+from hive_actors.errors import InvalidInput
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +32,22 @@ Callback = Callable[[Event], object]
 
 _STOP = object()
 _ids = itertools.count(1)
+
+T = TypeVar("T")
+
+
+class Journal(Protocol):
+    """Where subscribers replay from: a Hive's registry, or a cluster's journal."""
+
+    def attach(self, connect: Callable[[], T]) -> tuple[T, int]:
+        """Run ``connect`` between two publications; return it and the last seq before."""
+        ...
+
+    def events(
+        self, since: int = 0, session_id: str | None = None, until: int | None = None
+    ) -> Iterator[Event]:
+        """Journaled events with ``since < seq <= until``, oldest first."""
+        ...
 
 
 class EventBus:
@@ -79,7 +96,7 @@ class _Feed:
     def __init__(
         self,
         bus: EventBus,
-        registry: Registry,
+        registry: Journal,
         session_id: str | None,
         since: int | None,
         put: Callable[[Any], None],
@@ -118,7 +135,7 @@ class Subscription:
     def __init__(
         self,
         bus: EventBus,
-        registry: Registry,
+        registry: Journal,
         callback: Callback,
         session_id: str | None,
         since: int | None,
@@ -187,7 +204,7 @@ class EventStream:
     def __init__(
         self,
         bus: EventBus,
-        registry: Registry,
+        registry: Journal,
         session_id: str | None,
         since: int,
         follow: bool,
@@ -238,7 +255,7 @@ def _stream(
 
 async def async_events(
     bus: EventBus,
-    registry: Registry,
+    registry: Journal,
     session_id: str | None,
     since: int,
     follow: bool,
@@ -261,3 +278,97 @@ async def async_events(
             yield await live.get()
     finally:
         feed.disconnect()
+
+
+class Topics:
+    """The event half of the client API, shared by ``Hive`` and ``ClusterHive``: each
+    gives its bus and the journal behind it (``_topics``)."""
+
+    _subscriptions: dict[int, Subscription]
+
+    def _topics(self) -> tuple[EventBus, Journal]:
+        raise NotImplementedError
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
+
+    def subscribe_to_session(
+        self, session_id: str, callback: Callable[[Event], object], since: int | None = None
+    ) -> Subscription:
+        """Call ``callback(event)`` for each event of one session, on a thread of its own.
+
+        With ``since``, journaled events after that seq are delivered first, then live ones,
+        with no gap and no duplicate.
+        """
+        session_id = _validate.session_id(session_id)
+        return self._subscribe(callback, session_id, since)
+
+    def subscribe_to_all_sessions(
+        self, callback: Callable[[Event], object], since: int | None = None
+    ) -> Subscription:
+        """Call ``callback(event)`` for every event of every session (the global topic)."""
+        return self._subscribe(callback, None, since)
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop a subscription; waits briefly for a callback that is running to return."""
+        self._subscriptions.pop(subscription.id, None)
+        subscription.close()
+
+    def events(
+        self,
+        session_id: str | None = None,
+        since: int | None = None,
+        *,
+        follow: bool = False,
+        timeout: float | None = None,
+    ) -> EventStream:
+        """Journaled events after ``since`` (default: all), oldest first, as an iterator.
+
+        With ``follow`` it goes on with live events until closed, or until ``timeout``
+        seconds pass without one. If the journal no longer has some of the events asked
+        for, a JournalTrimmedEvent comes first, and the events go on from its
+        ``first_seq``.
+        """
+        self._check_open()
+        return EventStream(
+            *self._topics(),
+            None if session_id is None else _validate.session_id(session_id),
+            _since(since),
+            follow,
+            timeout,
+        )
+
+    def aevents(
+        self, session_id: str | None = None, since: int | None = None, *, follow: bool = False
+    ) -> AsyncIterator[Event]:
+        """The async twin of ``events``: ``async for event in hive.aevents(...)``."""
+        self._check_open()
+        return async_events(
+            *self._topics(),
+            None if session_id is None else _validate.session_id(session_id),
+            _since(since),
+            follow,
+        )
+
+    def _subscribe(
+        self, callback: Callable[[Event], object], session_id: str | None, since: int | None
+    ) -> Subscription:
+        self._check_open()
+        if not callable(callback):
+            raise InvalidInput(f"callback must be callable, not {callback!r}")
+        subscription = Subscription(
+            *self._topics(),
+            callback,
+            session_id,
+            None if since is None else _since(since),
+        )
+        self._subscriptions[subscription.id] = subscription
+        return subscription
+
+
+def _since(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"since must be an event seq (an integer >= 0), not {value!r}")
+    return value

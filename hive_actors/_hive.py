@@ -10,11 +10,11 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pykka
 import structlog
@@ -25,11 +25,11 @@ from hive_actors._clock import Clock, SystemClock
 from hive_actors._config import HiveConfig
 from hive_actors._context import CONTEXT_CALLS, Context
 from hive_actors._core import HiveCore
-from hive_actors._events import EventStream, Subscription, async_events
+from hive_actors._events import EventBus, Journal, Subscription, Topics
 from hive_actors._faults import crash_point
 from hive_actors._maintenance import Maintenance
 from hive_actors._manager import SessionManager
-from hive_actors._models import Event, SessionInfo
+from hive_actors._models import SessionInfo, SessionStatusEvent
 from hive_actors._recovery import recover
 from hive_actors._runtime import NotHandled
 from hive_actors._states import NOT_FOUND, SETTLED, TERMINAL, TRANSITIONS, Status
@@ -43,6 +43,9 @@ from hive_actors.errors import (
     InvalidTransition,
     SessionNotFound,
 )
+
+if TYPE_CHECKING:
+    from hive_actors.cluster import ClusterHive
 
 log = structlog.get_logger(__name__)
 
@@ -102,7 +105,7 @@ class ExecuteResult:
     """True if it ran on an idle persistent session of its role, False if on a new one."""
 
 
-class Hive:
+class Hive(Topics):
     """One supervision tree of agent sessions, with the client API to drive it.
 
     Use it as a context manager (or call ``close``): closing terminates every running
@@ -130,6 +133,8 @@ class Hive:
         self._closed = False
         self._close_lock = threading.Lock()
         self._cleanup_lock = threading.Lock()
+        self._create_lock = threading.Lock()
+        self._creating: set[str] = set()
         self._ended_context_lock = threading.Lock()
         self._pool_lock = threading.Lock()
         self._claimed: set[str] = set()
@@ -252,6 +257,61 @@ class Hive:
         terminates a session not ended that long after creation (defaults: the config's).
         Returns the new session id. Raises InvalidInput (nothing is created) for bad input.
         """
+        spec = self._spec(
+            task,
+            priority,
+            metadata,
+            command=command,
+            args=args,
+            env=env,
+            role=role,
+            persistent=persistent,
+            restart=restart,
+            restart_limit=restart_limit,
+            restart_backoff=restart_backoff,
+            idle_timeout=idle_timeout,
+            max_lifetime=max_lifetime,
+        )
+        session_id = _validate.new_session_id()
+        self._make_session(session_id, spec)
+        return session_id
+
+    def _create_session(
+        self, session_id: str, task: str, priority: str, metadata: Any, **options: Any
+    ) -> str:
+        """``create_session`` with the id chosen by the caller: a cluster's front end picks
+        it, so that a create retried after its host restarted makes no second session."""
+        session_id = _validate.session_id(session_id)
+        spec = self._spec(task, priority, metadata, **options)
+        with self._create_lock:
+            if session_id in self._creating or self._core.table.get(session_id) is not None:
+                return session_id  # made (or being made) by an earlier try of this create
+            self._creating.add(session_id)
+        try:
+            self._make_session(session_id, spec)
+        finally:
+            with self._create_lock:
+                self._creating.discard(session_id)
+        return session_id
+
+    def _spec(
+        self,
+        task: str,
+        priority: str = "medium",
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        command: Iterable[str] | None = None,
+        args: Iterable[str] = (),
+        env: Mapping[str, str] | None = None,
+        role: str | None = None,
+        persistent: bool = False,
+        restart: str = "never",
+        restart_limit: int = 3,
+        restart_backoff: float = 1.0,
+        idle_timeout: float | None = None,
+        max_lifetime: float | None = None,
+    ) -> dict[str, Any]:
+        """A new session's settings, each checked: InvalidInput for the first bad one."""
         self._check_open()
         spec = {
             "task": _validate.task(task),
@@ -273,7 +333,10 @@ class Hive:
         }
         if not isinstance(persistent, bool):
             raise InvalidInput(f"persistent must be True or False, not {persistent!r}")
-        session_id = _validate.new_session_id()
+        spec["persistent"] = persistent
+        return spec
+
+    def _make_session(self, session_id: str, spec: dict[str, Any]) -> None:
         paths = _workspace.SessionPaths.of(self.config, session_id)
         now = self._clock.now()
         info = SessionInfo(
@@ -285,7 +348,6 @@ class Hive:
             output_dir=str(paths.output_dir),
             database=str(paths.database),
             log_file=str(paths.log_file),
-            persistent=persistent,
             **spec,
         )
         _workspace.create(paths)
@@ -301,7 +363,6 @@ class Hive:
             with contextlib.suppress(HiveError):  # closing meanwhile: recovery sees to it
                 self._core.forget(info)
             raise
-        return session_id
 
     def start_session(
         self, session_id: str, args: Iterable[str] | None = None, *, task: str | None = None
@@ -350,6 +411,32 @@ class Hive:
         except pykka.ActorDeadError:  # it ended meanwhile
             return self.status(session_id)
 
+    def _give_up(self, session_id: str, reason: str, detail: str) -> None:
+        """Record a session ``failed`` for ``reason`` and stop its agent: the verdict a
+        cluster reached while this Hive's host was out of reach, which is final. A session
+        that ended otherwise meanwhile is recorded as the cluster has it."""
+        info = self._info(session_id)
+        if info.status is Status.FAILED and info.reason == reason:
+            return
+        if info.status not in TERMINAL:
+            reply: ThreadingFuture[str] = ThreadingFuture()
+            request = TerminateRequest(None, reason, reply, Status.FAILED)
+            try:
+                self._tell_and_wait(self._supervisor(info, Status.FAILED), request, reply)
+                return
+            except (pykka.ActorDeadError, InvalidTransition):  # it ended meanwhile
+                info = self._info(session_id)
+        event = SessionStatusEvent(
+            session_id=session_id,
+            at=self._clock.now(),
+            from_=info.status,
+            to=Status.FAILED,
+            reason=reason,
+            detail=detail,
+            recovered=True,
+        )
+        self._core.note(info, [event], status=Status.FAILED, reason=reason, detail=detail)
+
     def status(self, session_id: str) -> str:
         """The session's status word, or ``"not_found"`` for an id no session has."""
         session_id = _validate.session_id(session_id)
@@ -362,10 +449,7 @@ class Hive:
 
     def list_sessions(self, status: str | None = None) -> list[SessionInfo]:
         """All sessions (or those with ``status``), oldest first."""
-        if status is not None and status not in Status.__members__.values():
-            raise InvalidInput(
-                f"status {status!r} is not one of {', '.join(s.value for s in Status)}"
-            )
+        status = _validate.status_filter(status)
         infos = [self._with_position(info) for info in self._core.table.all()]
         if status is not None:
             infos = [info for info in infos if info.status == status]
@@ -384,8 +468,7 @@ class Hive:
         TimeoutError after ``timeout`` seconds and SessionNotFound for an unknown id.
         """
         session_id = _validate.session_id(session_id)
-        if timeout is not None and not (timeout >= 0 and math.isfinite(timeout)):
-            raise InvalidInput(f"timeout must be a non-negative number of seconds, not {timeout}")
+        timeout = _validate.wait_timeout(timeout)
         try:
             info = self._core.table.wait_for(
                 session_id, lambda current: current.status in SETTLED, timeout
@@ -405,12 +488,7 @@ class Hive:
         Returns the removed ids.
         """
         self._check_open()
-        if (
-            isinstance(max_age_hours, bool)
-            or not isinstance(max_age_hours, int | float)
-            or not (max_age_hours >= 0 and math.isfinite(max_age_hours))
-        ):
-            raise InvalidInput(f"max_age_hours must be a number >= 0, not {max_age_hours!r}")
+        max_age_hours = _validate.max_age_hours(max_age_hours)
         cutoff = self._clock.now() - timedelta(hours=max_age_hours)
         removed = []
         with self._cleanup_lock:
@@ -586,87 +664,14 @@ class Hive:
         """The seq of the newest journaled event (0 if none)."""
         return self._core.registry.last_seq
 
-    def subscribe_to_session(
-        self, session_id: str, callback: Callable[[Event], object], since: int | None = None
-    ) -> Subscription:
-        """Call ``callback(event)`` for each event of one session, on a thread of its own.
-
-        With ``since``, journaled events after that seq are delivered first, then live ones,
-        with no gap and no duplicate.
-        """
-        session_id = _validate.session_id(session_id)
-        return self._subscribe(callback, session_id, since)
-
-    def subscribe_to_all_sessions(
-        self, callback: Callable[[Event], object], since: int | None = None
-    ) -> Subscription:
-        """Call ``callback(event)`` for every event of every session (the global topic)."""
-        return self._subscribe(callback, None, since)
-
-    def unsubscribe(self, subscription: Subscription) -> None:
-        """Stop a subscription; waits briefly for a callback that is running to return."""
-        self._subscriptions.pop(subscription.id, None)
-        subscription.close()
-
-    def events(
-        self,
-        session_id: str | None = None,
-        since: int | None = None,
-        *,
-        follow: bool = False,
-        timeout: float | None = None,
-    ) -> EventStream:
-        """Journaled events after ``since`` (default: all), oldest first, as an iterator.
-
-        With ``follow`` it goes on with live events until closed, or until ``timeout``
-        seconds pass without one. If the journal no longer has some of the events asked
-        for, a JournalTrimmedEvent comes first, and the events go on from its
-        ``first_seq``.
-        """
-        self._check_open()
-        return EventStream(
-            self._core.bus,
-            self._core.registry,
-            None if session_id is None else _validate.session_id(session_id),
-            _since(since),
-            follow,
-            timeout,
-        )
-
-    def aevents(
-        self, session_id: str | None = None, since: int | None = None, *, follow: bool = False
-    ) -> AsyncIterator[Event]:
-        """The async twin of ``events``: ``async for event in hive.aevents(...)``."""
-        self._check_open()
-        return async_events(
-            self._core.bus,
-            self._core.registry,
-            None if session_id is None else _validate.session_id(session_id),
-            _since(since),
-            follow,
-        )
-
-    def _subscribe(
-        self, callback: Callable[[Event], object], session_id: str | None, since: int | None
-    ) -> Subscription:
-        self._check_open()
-        if not callable(callback):
-            raise InvalidInput(f"callback must be callable, not {callback!r}")
-        subscription = Subscription(
-            self._core.bus,
-            self._core.registry,
-            callback,
-            session_id,
-            None if since is None else _since(since),
-        )
-        self._subscriptions[subscription.id] = subscription
-        return subscription
-
     # -- plumbing ---------------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
             raise HiveClosed
+
+    def _topics(self) -> tuple[EventBus, Journal]:
+        return self._core.bus, self._core.registry
 
     def _info(self, session_id: str) -> SessionInfo:
         self._check_open()
@@ -717,7 +722,7 @@ class Hive:
 class SessionContext:
     """A session's ContextManager, seen from outside: ``hive.context(session_id)``."""
 
-    def __init__(self, hive: Hive, session_id: str) -> None:
+    def __init__(self, hive: Hive | ClusterHive, session_id: str) -> None:
         self._hive = hive
         self.session_id = session_id
 
@@ -779,11 +784,3 @@ def _optional_seconds(value: object, default: float | None, name: str) -> float 
     if value is None:
         return default
     return float(_validate.bounded(value, name, 0.001, 10 * 365 * 86400))
-
-
-def _since(value: object) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInput(f"since must be an event seq (an integer >= 0), not {value!r}")
-    return value

@@ -59,6 +59,8 @@ class SessionInfo(BaseModel):
     a pooled persistent session runs a new task each time (``Hive.execute``)."""
     idle_timeout: float | None = None
     """Seconds a persistent session may stay idle before it is completed."""
+    host: str | None = None
+    """The cluster host the session lives on (``ClusterHive``); None under a plain Hive."""
     max_lifetime: float | None = None
     """Seconds after creation when a session still not ended is terminated."""
 
@@ -80,6 +82,28 @@ class SessionInfo(BaseModel):
         return self.model_dump(mode="json")
 
 
+class HostInfo(BaseModel):
+    """One host of a cluster (``ClusterHive.hosts()``): a machine's share of the sessions."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str
+    """Its Ray node's ``hive-host`` label, else the machine's hostname."""
+    alive: bool
+    running: int
+    """Sessions starting, running or stopping there."""
+    queued: int
+    max_running: int
+    """Agents it runs at once (0 until it first answered)."""
+    sessions: int
+    """Sessions placed there and not ended."""
+    since: Timestamp
+    """When it was last seen come up, or go down."""
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
 class EventBase(BaseModel):
     """Fields every event has; see the subclasses for each type's own."""
 
@@ -91,6 +115,8 @@ class EventBase(BaseModel):
     at: Timestamp
     recovered: bool = False
     """True for events a restarted Hive emits about what happened while it was down."""
+    host: str | None = None
+    """The cluster host it happened on (``ClusterHive``); None under a plain Hive."""
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -139,6 +165,22 @@ class ContextMessageEvent(EventBase):
     content: str
 
 
+class HostEvent(EventBase):
+    """A cluster host went down or came back (``ClusterHive`` only): no session's event."""
+
+    session_id: str | None = None  # type: ignore[assignment]  # a host's, not a session's
+    host: str
+    detail: str | None = None
+
+
+class HostUpEvent(HostEvent):
+    type: Literal["host.up"] = "host.up"
+
+
+class HostDownEvent(HostEvent):
+    type: Literal["host.down"] = "host.down"
+
+
 class JournalTrimmedEvent(BaseModel):
     """What a replay gets where the journal no longer has events it asked for.
 
@@ -168,6 +210,8 @@ Event = Annotated[
     | SessionRestartEvent
     | SessionRemovedEvent
     | ContextMessageEvent
+    | HostUpEvent
+    | HostDownEvent
     | JournalTrimmedEvent,
     Field(discriminator="type"),
 ]
@@ -178,6 +222,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "session.restart",
     "session.removed",
     "context.message",
+    "host.up",
+    "host.down",
     "journal.trimmed",
 )
 

@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -225,6 +225,57 @@ class Registry:
     def append(self, events: Sequence[E]) -> list[E]:
         """Journal events that change no session row (context messages)."""
         return self._write(_Write(None, (), events, None))
+
+    def mirror(
+        self,
+        rows: Sequence[SessionInfo],
+        removed: Sequence[str],
+        events: Sequence[E],
+        meta: Mapping[str, str],
+        committed: Hook = None,
+    ) -> list[E]:
+        """Journal events that happened elsewhere (a cluster host's), with the session rows
+        as they left them and the caller's bookkeeping (``meta``), in one transaction;
+        then publish them. Return the events with their seq here.
+
+        ``committed`` runs after the commit and before the events are published."""
+        rows_values = [_row(info) for info in rows]
+        event_rows = [_event_row(event) for event in events]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for row in rows_values:
+                    self._db.execute(_UPSERT_SESSION, row)
+                for session_id in removed:
+                    self._db.execute(_delete_sessions(1), (session_id,))
+                seqs = []
+                for event_row in event_rows:
+                    seq = self._db.execute(_insert_events(1), event_row).lastrowid
+                    assert seq is not None
+                    seqs.append(seq)
+                for key, value in meta.items():
+                    self._set_meta(key, value)
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            stamped = [
+                event.model_copy(update={"seq": seq})
+                for event, seq in zip(events, seqs, strict=True)
+            ]
+            if stamped:
+                self._last_seq = stamped[-1].seq
+            if committed is not None:
+                committed()
+            for event in stamped:
+                self._publish(event)
+        return stamped
+
+    def meta(self, key: str, default: str) -> str:
+        """A value the owner of this registry keeps beside the journal."""
+        with self._lock:
+            return self._meta(key, default)
 
     def attach(self, connect: Callable[[], T]) -> tuple[T, int]:
         """Run ``connect`` between two commits; return its result and the last seq before it.
@@ -616,6 +667,12 @@ def _insert_events(rows: int) -> str:
     return f"INSERT INTO events (session_id, type, body) VALUES {_values(3, rows)}"  # noqa: S608
 
 
+_UPSERT_SESSION = (
+    "INSERT INTO sessions (session_id, status, created, updated, info) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (session_id) DO UPDATE SET "
+    "status = excluded.status, updated = excluded.updated, info = excluded.info"
+)
+
 _STATEMENTS: dict[str, Callable[[int], str]] = {
     "insert": _insert_sessions,
     "update": _update_sessions,
@@ -696,7 +753,8 @@ def _row(info: SessionInfo) -> tuple[str, ...]:
 
 def _event_row(event: EventBase) -> tuple[str, str, str]:
     body = event.model_dump_json(by_alias=True, exclude=_NO_SEQ)  # the journal's seq column
-    return (event.session_id, event.type, body)  # type: ignore[attr-defined]  # every subclass has it
+    # A host's event (a cluster's journal) belongs to no session: its topic is the global one.
+    return (event.session_id or "", event.type, body)  # type: ignore[attr-defined]  # every subclass has it
 
 
 _NO_SEQ = {"seq"}

@@ -88,6 +88,8 @@ class TerminateRequest:
     grace: float | None
     reason: str
     reply: ThreadingFuture[str]
+    outcome: Status = Status.TERMINATED
+    """How the session ends: ``failed`` when a cluster gave it up (reason ``host_lost``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,16 +395,18 @@ class SessionSupervisor(Child):
         grace = self._core.config.grace_period if request.grace is None else request.grace
         status = self._info.status
         if self._cancel_restart():  # between two runs: nothing to signal
-            self._finish(Status.TERMINATED, request.reason, None)
+            self._finish(request.outcome, request.reason, None)
             request.reply.set(str(self._info.status))
         elif status in (Status.STARTING, Status.RUNNING):
-            self._begin_stop(Status.TERMINATED, request.reason, None, grace, request.reply)
+            self._begin_stop(request.outcome, request.reason, None, grace, request.reply)
         elif status is Status.STOPPING:
+            if request.outcome is not Status.TERMINATED and self._stopping is not None:
+                self._stopping = _Stopping(request.outcome, request.reason, None)
             self._signal_stop(grace, request.reply)
         else:
             if status not in TERMINAL:
                 self._acquiring = None  # a queued start is withdrawn; the slot goes on
-                self._finish(Status.TERMINATED, request.reason, None)
+                self._finish(request.outcome, request.reason, None)
             request.reply.set(str(self._info.status))
 
     # -- the agent's run --------------------------------------------------------------------

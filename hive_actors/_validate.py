@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -10,8 +11,10 @@ from typing import Any, Literal, get_args
 
 from pydantic_core import ErrorDetails
 
+from hive_actors._states import Status
 from hive_actors.errors import (
     InvalidCommand,
+    InvalidInput,
     InvalidMetadata,
     InvalidPriority,
     InvalidSessionId,
@@ -244,3 +247,28 @@ def pydantic_problem(error: ErrorDetails) -> str:
     if isinstance(reason, ValueError):
         return str(reason)
     return error["msg"]
+
+
+def max_age_hours(value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (value >= 0 and math.isfinite(value))
+    ):
+        raise InvalidInput(f"max_age_hours must be a number >= 0, not {value!r}")
+    return value
+
+
+def status_filter(value: object) -> str | None:
+    """A status to list sessions by (``list_sessions(status=...)``), or None for all."""
+    if value is None:
+        return None
+    if value not in Status.__members__.values():
+        raise InvalidInput(f"status {value!r} is not one of {', '.join(s.value for s in Status)}")
+    return str(value)
+
+
+def wait_timeout(value: float | None) -> float | None:
+    if value is not None and not (value >= 0 and math.isfinite(value)):
+        raise InvalidInput(f"timeout must be a non-negative number of seconds, not {value}")
+    return value

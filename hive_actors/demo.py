@@ -19,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from hive_actors import TERMINAL, Event, Hive, RootInUse
+from hive_actors import TERMINAL, Event, Hive, HostEvent, RootInUse
 from hive_actors.testing import fake_agent_command
 
 TASKS = [
@@ -33,6 +33,8 @@ TASKS = [
 def _describe(event: Event) -> str:
     if event.type == "journal.trimmed":
         return f"#{event.seq:<3} (events before #{event.first_seq} were trimmed)"
+    if isinstance(event, HostEvent):
+        return f"#{event.seq:<3} host {event.host} {event.type.removeprefix('host.')}"
     short = event.session_id[:8]
     if event.type == "session.status":
         extra = f" ({event.detail})" if event.detail else ""

@@ -15,6 +15,7 @@
     ├── HiveClosed
     ├── RootInUse
     ├── CorruptState
+    ├── HostUnavailable
     └── WorkspaceError (also an OSError)
         └── ReadOnlyState
 
@@ -31,6 +32,7 @@ __all__ = [
     "CorruptState",
     "HiveClosed",
     "HiveError",
+    "HostUnavailable",
     "InvalidCommand",
     "InvalidConfig",
     "InvalidContext",
@@ -179,6 +181,19 @@ class CorruptState(HiveError):
 
     Unlike ReadOnlyState, the file itself is damaged; it is reported, never replaced.
     """
+
+
+class HostUnavailable(HiveError):
+    """A cluster host asked for by name (``create_session(host=...)``) that is down or that
+    the cluster does not know; nothing was created."""
+
+    def __init__(self, host: str, known: Iterable[tuple[str, bool]]) -> None:
+        self.host = host
+        alive = sorted(name for name, up in known if up)
+        down = sorted(name for name, up in known if not up)
+        state = "is down" if host in down else "is not a host of this cluster"
+        offer = ", ".join(alive) or "none"
+        super().__init__(f"host {host!r} {state}; the hosts alive now: {offer}")
 
 
 class WorkspaceError(HiveError, OSError):

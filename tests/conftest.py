@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+# Before anything imports Ray: the simulated clusters of the tests stay on 127.0.0.1.
+from hive_actors.testing import ray_cluster  # isort: skip
+
 import contextlib
 import json
 import logging
@@ -41,7 +44,14 @@ logging.getLogger("pykka").setLevel(logging.CRITICAL)
 
 T = TypeVar("T")
 
-HIVE_THREADS = ("hive-actor", "hive-reaper", "hive-timers", "hive-subscriber", "hive-maint")
+HIVE_THREADS = (
+    "hive-actor",
+    "hive-reaper",
+    "hive-timers",
+    "hive-subscriber",
+    "hive-maint",
+    "hive-cluster",
+)
 
 
 def _hive_threads() -> list[str]:
@@ -329,3 +339,92 @@ def chatty_after_a_pass(hive: Hive, clock: FakeClock, interval: float = 5) -> tu
     clock.advance(interval)
     wait_maintenance(hive, 1)
     return session_id, log
+
+
+# -- the cluster engine: one simulated cluster per test module --------------------------------
+
+CLUSTER_HOSTS = ("a", "b")
+CLUSTER_SETTINGS: dict[str, Any] = {
+    "command": fake_agent_command(),
+    "grace_period": 5.0,
+    "max_running": 64,
+}
+"""What every ClusterHive of a module's cluster is opened with (the first one sets them)."""
+
+
+class SimulatedCluster:
+    """A module's Ray cluster on loopback (a head and two labelled nodes, hosts a and b),
+    with the host_root its hosts share on this machine."""
+
+    def __init__(self, nodes: ray_cluster.LocalCluster, host_root: Path) -> None:
+        self.nodes = nodes
+        self.host_root = host_root
+
+    def open(self, **options: Any) -> Any:
+        from hive_actors.cluster import ClusterHive  # noqa: PLC0415
+
+        return ClusterHive(host_root=self.host_root, **CLUSTER_SETTINGS, **options)
+
+    def sessions_dirs(self) -> list[Path]:
+        return [self.host_root / host / "sessions" for host in CLUSTER_HOSTS]
+
+    def stop_everything(self) -> None:
+        """Terminate every session not ended, on every host that answers."""
+        with self.open() as hive:
+            live = [info.session_id for info in hive.list_sessions() if not info.terminal]
+            for session_id in live:
+                hive.terminate_session(session_id, grace=0)
+            for session_id in live:
+                hive.wait(session_id, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatedCluster]:
+    host_root = tmp_path_factory.mktemp("hosts")
+    with ray_cluster.local_cluster(CLUSTER_HOSTS) as nodes:
+        simulated = SimulatedCluster(nodes, host_root)
+        try:
+            yield simulated
+        finally:
+            try:
+                simulated.stop_everything()
+            finally:
+                kill_leftovers(simulated.sessions_dirs())
+
+
+class Engines:
+    """Opens the engine a contract test runs on: a local Hive, or a ClusterHive."""
+
+    def __init__(self, kind: str, request: pytest.FixtureRequest, hives: Hives) -> None:
+        self.kind = kind
+        self._request = request
+        self._hives = hives
+        self.opened: list[Any] = []
+
+    def open(self, **options: Any) -> Any:
+        if self.kind == "local":
+            return self._hives.open(**options)
+        hive = self._request.getfixturevalue("cluster").open(**options)
+        self.opened.append(hive)
+        return hive
+
+    def close(self) -> None:
+        if not self.opened:
+            return
+        cluster: SimulatedCluster = self._request.getfixturevalue("cluster")
+        for hive in self.opened:
+            hive.close()
+        cluster.stop_everything()  # what a test left running stops with it, as a Hive's would
+
+
+@pytest.fixture(params=["local", "ray"])
+def engines(request: pytest.FixtureRequest, hives: Hives) -> Iterator[Engines]:
+    made = Engines(request.param, request, hives)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def engine(engines: Engines) -> Any:
+    """The engine under a contract test: a Hive, or a ClusterHive on the module's cluster."""
+    return engines.open()

@@ -57,6 +57,7 @@ _PULL_BATCH = 500
 _PULL_WAIT = 1.0
 _CALL_TIMEOUT = 30.0
 _SURVEY_INTERVAL = 0.5
+_READY_WAIT = 30.0
 _RUNNING = frozenset({Status.STARTING, Status.RUNNING, Status.STOPPING})
 _STATUS_EVENTS = frozenset({"session.status", "session.terminated", "session.restart"})
 # Agents must outlive their host's worker: only terminate_session stops one.
@@ -78,6 +79,8 @@ class _Host:
     given_up: bool = False
     max_running: int = 0
     pump: threading.Thread | None = None
+    greeted: threading.Event = field(default_factory=threading.Event)
+    """Set once its Hive answered (so its limits are known)."""
 
 
 class Coordinator:
@@ -128,6 +131,10 @@ class Coordinator:
             self._timeout = host_lost_timeout
             self._save_meta()
         self._survey()
+        deadline = time.monotonic() + _READY_WAIT  # a fresh cluster's hosts are starting
+        for host in list(self._hosts.values()):
+            if host.alive and not host.greeted.wait(max(0.0, deadline - time.monotonic())):
+                log.warning("host not answering yet", host=host.name)
         sessions, last_seq = self._journal.attach(
             lambda: [info.to_json_dict() for info in self._sessions.values()]
         )
@@ -356,6 +363,7 @@ class Coordinator:
         cursor to pull from (0 for a host whose registry is not the one pulled so far)."""
         described = ray.get(host.handle.describe.remote(), timeout=_CALL_TIMEOUT)
         host.max_running = described["max_running"]
+        host.greeted.set()
         known = self._journal.meta(f"created:{host.name}", "")
         if known and known != described["created"]:
             cursor = 0  # a new registry there (its root was wiped): all of it is new

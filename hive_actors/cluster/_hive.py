@@ -54,6 +54,7 @@ _WAIT_SLICE = 2.0
 _PULL_WAIT = 1.0
 _HOSTS_EVERY = 0.5
 _CATCH_UP_LIMIT = 5.0
+_STOP_CHECK = 0.05
 _PAGE = 1000
 _RETRIED = frozenset(
     {
@@ -433,10 +434,13 @@ class ClusterHive(Topics):
         """Pull the coordinator's journal; update what is known, then publish, in order."""
         backoff = 0.05
         while not self._stop.is_set():
+            pulled = self._coordinator.pull.remote(self._seq, _PULL_WAIT)
+            while not self._stop.is_set() and not ray.wait([pulled], timeout=_STOP_CHECK)[0]:
+                pass  # closing does not wait for a long-poll to run out
+            if self._stop.is_set():
+                return
             try:
-                batch = ray.get(
-                    self._coordinator.pull.remote(self._seq, _PULL_WAIT), timeout=_REPLY_TIMEOUT
-                )
+                batch = ray.get(pulled)
             except ray.exceptions.RayError as exc:
                 log.debug("coordinator out of reach", error=type(exc).__name__)
                 self._stop.wait(backoff)

@@ -1,0 +1,192 @@
+"""A cluster's failures, each as it happens: a host process killed, a node lost for good
+or for a while, a front end killed. One simulated cluster for the module."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import ray
+
+from hive_actors.cluster._coordinator import host_actor_name
+
+from .conftest import CLUSTER_SETTINGS, Recorder, SimulatedCluster, eventually, process_alive
+
+FOREVER = ["--sleep", "inf"]
+
+
+def host_actor(name: str) -> Any:
+    return ray.get_actor(host_actor_name(name), namespace="hive")
+
+
+def start_many(hive: Any, count: int, host: str) -> dict[str, int]:
+    """``count`` sessions running forever on ``host``: their ids and agent pids."""
+    pids = {}
+    for n in range(count):
+        session_id = hive.create_session(f"live {n}", host=host)
+        assert hive.start_session(session_id, FOREVER) == "running"
+        pids[session_id] = hive.get_session_info(session_id).pid
+    return pids
+
+
+def wait_for_host(recorder: Recorder, kind: str, host: str, after: int = 0) -> None:
+    recorder.wait_for(
+        lambda events: any(e.type == kind and e.host == host and e.seq > after for e in events),
+        timeout=60,
+    )
+
+
+def test_a_killed_host_restarts_in_place_and_loses_no_agent(cluster: SimulatedCluster) -> None:
+    with cluster.open() as hive:
+        pids = start_many(hive, 6, "a")
+        host_pid = ray.get(host_actor("a").describe.remote())["pid"]
+        os.kill(host_pid, signal.SIGKILL)
+        # Calls made meanwhile are retried until the host answers again.
+        for session_id, pid in pids.items():
+            info = hive.get_session_info(session_id)
+            assert (info.status, info.pid, info.runs) == ("running", pid, 1)
+            assert process_alive(pid)
+        assert ray.get(host_actor("a").describe.remote())["pid"] != host_pid
+        statuses = [
+            str(e.to) for e in hive.events() if e.type == "session.status" and e.session_id in pids
+        ]
+        assert statuses.count("starting") == len(pids)  # none ran twice
+        for session_id in pids:
+            hive.terminate_session(session_id, grace=0)
+        for session_id, pid in pids.items():
+            assert hive.wait(session_id, timeout=30) == "terminated"
+            assert not process_alive(pid)
+
+
+def test_a_create_sent_twice_makes_one_session(cluster: SimulatedCluster) -> None:
+    with cluster.open() as hive:
+        session_id = "0a1b2c3d-0000-4000-8000-00000000abcd"
+        host = host_actor("b")
+        options: dict[str, Any] = {"args": []}
+        first = ray.get(host.create.remote(session_id, "once", "medium", {}, options))
+        again = ray.get(host.create.remote(session_id, "once", "medium", {}, options))
+        assert first[1]["created"] == again[1]["created"]
+        mine = [info for info in hive.list_sessions() if info.session_id == session_id]
+        assert len(mine) == 1
+        created = [e for e in hive.events(session_id) if e.type == "session.created"]
+        assert len(created) == 1
+
+
+def test_a_node_lost_past_the_timeout_fails_its_sessions_for_good(
+    cluster: SimulatedCluster,
+) -> None:
+    with cluster.open(host_lost_timeout=1.0) as hive:
+        recorder = Recorder()
+        hive.subscribe_to_all_sessions(recorder, since=hive.last_seq)
+        pids = start_many(hive, 2, "b")
+        waiting = hive.create_session("never started", host="b")
+        elsewhere = start_many(hive, 1, "a")
+        cluster.nodes.remove("b")
+        wait_for_host(recorder, "host.down", "b")
+        lost = [*pids, waiting]
+        recorder.wait_for(
+            lambda _: all(recorder.statuses(s)[-1:] == ["failed"] for s in lost), timeout=60
+        )
+        for session_id in lost:
+            info = hive.get_session_info(session_id)  # from the journal: b is away
+            assert (info.status, info.reason) == ("failed", "host_lost")
+            assert hive.wait(session_id, timeout=5) == "failed"
+        assert [h.alive for h in hive.hosts() if h.name == "b"] == [False]
+        assert hive.status(next(iter(elsewhere))) == "running"
+
+        mark = hive.last_seq
+        cluster.nodes.add("b")
+        wait_for_host(recorder, "host.up", "b", after=mark)
+        for pid in pids.values():  # the verdict holds: the agents still running are stopped
+            eventually(lambda pid=pid: not process_alive(pid), timeout=60)
+        for session_id in lost:  # and the host's own records agree
+            eventually(lambda s=session_id: hive.get_session_info(s).reason == "host_lost")
+            assert hive.get_session_info(session_id).status == "failed"
+        later = [e for e in recorder.events if e.seq > mark and e.session_id in lost]
+        assert [e for e in later if e.type == "session.status"] == []
+
+
+def test_a_node_back_before_the_timeout_reconciles_as_after_a_crash(
+    cluster: SimulatedCluster,
+) -> None:
+    with cluster.open(host_lost_timeout=300.0) as hive:
+        recorder = Recorder()
+        hive.subscribe_to_all_sessions(recorder, since=hive.last_seq)
+        pids = start_many(hive, 2, "a")
+        finishing = hive.create_session("ends while its host is away", host="a")
+        hold = cluster.host_root / "hold.fifo"
+        os.mkfifo(hold)
+        hive.start_session(finishing, ["--hold", str(hold)])
+        mark = hive.last_seq
+        cluster.nodes.remove("a")
+        wait_for_host(recorder, "host.down", "a", after=mark)
+        assert hive.status(next(iter(pids))) == "running"  # its last known state
+        with open(hold, "w") as release:  # the agent finishes while nobody watches
+            release.write("done\n")
+        cluster.nodes.add("a")
+        wait_for_host(recorder, "host.up", "a", after=mark)
+        assert hive.wait(finishing, timeout=60) == "completed"
+        recovered = [e for e in recorder.events if e.session_id == finishing and e.recovered]
+        assert [str(e.to) for e in recovered if e.type == "session.status"] == ["completed"]
+        for session_id, pid in pids.items():
+            info = hive.get_session_info(session_id)
+            assert (info.status, info.pid, info.runs) == ("running", pid, 1)
+            hive.terminate_session(session_id, grace=0)
+            assert hive.wait(session_id, timeout=30) == "terminated"
+
+
+FRONT_END = textwrap.dedent(
+    """
+    import json, sys
+    import ray
+    from hive_actors.cluster import ClusterHive
+    ray.init(address=sys.argv[1], _node_ip_address="127.0.0.1", log_to_driver=False)
+    hive = ClusterHive(host_root=sys.argv[2], **json.loads(sys.argv[3]))
+    while True:
+        session_id = hive.create_session("from a doomed front end")
+        hive.start_session(session_id, ["--sleep", "0"])
+        print(session_id, flush=True)
+    """
+)
+
+
+def test_a_killed_front_end_leaves_a_journal_without_gap_or_duplicate(
+    cluster: SimulatedCluster,
+) -> None:
+    with cluster.open() as before:
+        mark = before.last_seq
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            FRONT_END,
+            cluster.nodes.address,
+            str(cluster.host_root),
+            json.dumps(CLUSTER_SETTINGS),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as front_end:
+        try:
+            assert front_end.stdout is not None
+            made = [front_end.stdout.readline().strip() for _ in range(5)]
+        finally:
+            front_end.kill()
+    with cluster.open() as hive:
+        for session_id in made:
+            assert hive.wait(session_id, timeout=30) == "completed"
+        events = list(hive.events(since=mark))
+        seqs = [e.seq for e in events]
+        assert seqs == list(range(mark + 1, mark + 1 + len(seqs)))
+        for session_id in made:
+            mine = [
+                str(e.to)
+                for e in events
+                if e.session_id == session_id and e.type == "session.status"
+            ]
+            assert mine == ["created", "starting", "running", "completed"]

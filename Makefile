@@ -31,7 +31,7 @@ browser:
 	scripts/install-browser
 
 pytest: $(STAMP) browser
-	$(BIN)/pytest
+	scripts/own-group $(BIN)/pytest
 
 test: lint typecheck pytest
 

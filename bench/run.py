@@ -2,7 +2,7 @@
 
     python bench/run.py [WORKLOAD ...] [--rounds R] [--quick | --scale S]
 
-Workloads: lifecycle, live, latency, fanout, recovery, journal (default: all). Each prints
+Workloads: lifecycle, live, latency, fanout, recovery, journal, cluster (default: all). Each prints
 one JSON line per figure: the median of R rounds, the baseline measured alongside, and their
 ratio.
 Machines here are shared and noisy: read the ratios, not single absolute times.
@@ -1083,7 +1083,164 @@ def _rebuild(path: Path) -> tuple[float, float]:
     return round(size, 1), round(time.perf_counter() - started, 3)
 
 
-WORKLOADS = ("lifecycle", "live", "latency", "fanout", "recovery", "journal")
+# -- 7. the cluster engine ---------------------------------------------------------------------
+
+
+def bench_cluster(rounds: int, calls: int, sessions: int, live: int) -> None:
+    """ClusterHive on a simulated cluster of two hosts on this machine, against one local
+    Hive in the same run: call overhead, lifecycle throughput, a host killed under live
+    agents, and how soon a host's commit reaches a front end's subscriber."""
+    # First, before anything imports Ray: the simulated cluster stays on 127.0.0.1.
+    from hive_actors.testing import ray_cluster  # isort: skip
+    from hive_actors.cluster import ClusterHive
+
+    with temp_root() as local_root, Hive(root=local_root, command=[TRUE]) as hive:
+        local_creates, local_statuses = _timed_calls(calls, 1, lambda: _InProcess(hive))
+    local_rates = []
+    for _ in range(rounds):
+        with temp_root() as root:
+            local_rates.append(sessions / hive_lifecycle(root, sessions, 16))
+    with temp_root() as host_root, ray_cluster.local_cluster(["a", "b"]):
+        settings: dict[str, Any] = {
+            "command": [SLEEP, "3600"],
+            "max_running": 100_000,
+            "grace_period": 1.0,
+        }
+        with ClusterHive(host_root=host_root, **settings) as cluster:
+            creates, statuses = _timed_calls(calls, 1, lambda: _InProcess(cluster))  # type: ignore[arg-type]
+            emit(
+                "cluster_call_latency",
+                calls=calls,
+                create_ms_p50=ms(creates, 0.5, 3),
+                create_ms_p99=ms(creates, 0.99, 3),
+                status_ms_p50=ms(statuses, 0.5, 3),
+                status_ms_p99=ms(statuses, 0.99, 3),
+                local_create_ms_p50=ms(local_creates, 0.5, 3),
+                local_status_ms_p50=ms(local_statuses, 0.5, 3),
+                target_ms_p50=3,
+                target_ms_p99=15,
+            )
+            cluster.cleanup(0)
+            rates = [sessions / _cluster_lifecycle(cluster, sessions, 16) for _ in range(rounds)]
+            emit(
+                "cluster_lifecycle",
+                sessions=sessions,
+                concurrency=16,
+                hosts=2,
+                cluster_sessions_per_s=round(statistics.median(rates), 1),
+                local_sessions_per_s=round(statistics.median(local_rates), 1),
+                ratio_cluster_over_local=round(
+                    statistics.median(rates) / statistics.median(local_rates), 3
+                ),
+                target_ratio=0.5,
+            )
+            _cluster_event_latency(cluster, live)
+            _cluster_host_kill(cluster, live // 10)
+            for info in cluster.list_sessions():
+                if not info.terminal:
+                    cluster.terminate_session(info.session_id, grace=0)
+            for info in cluster.list_sessions():
+                cluster.wait(info.session_id, timeout=120)
+
+
+def _cluster_lifecycle(cluster: Any, sessions: int, concurrency: int) -> float:
+    """create -> completed seen by a front end's subscriber, from ``concurrency`` threads."""
+    per_thread = sessions // concurrency
+    ended = threading.Semaphore(0)
+
+    def observe(event: Event) -> None:
+        if event.type == "session.status" and event.to in ("completed", "failed"):
+            ended.release()
+
+    subscription = cluster.subscribe_to_all_sessions(observe)
+    started = time.perf_counter()
+
+    def work(_thread: int) -> None:
+        for index in range(per_thread):
+            session_id = cluster.create_session(f"task {index}", command=[TRUE])
+            cluster.start_session(session_id)
+
+    run_threads(concurrency, work)
+    for _ in range(per_thread * concurrency):
+        ended.acquire()
+    elapsed = time.perf_counter() - started
+    cluster.unsubscribe(subscription)
+    cluster.cleanup(0)
+    return elapsed
+
+
+def _cluster_event_latency(cluster: Any, live: int) -> None:
+    """Host commit to a front end's subscriber, with ``live`` agents running over the hosts."""
+    ids = [cluster.create_session(f"live {n}") for n in range(live)]
+    _start_all(cluster, ids)
+    lags: list[float] = []
+    got = threading.Semaphore(0)
+
+    def observe(event: Event) -> None:
+        if event.type == "context.message":
+            lags.append(time.time() - event.at.timestamp())
+            got.release()
+
+    subscription = cluster.subscribe_to_all_sessions(observe)
+    samples = max(50, min(500, live))
+    for n in range(samples):
+        cluster.send_message(ids[n % live], "user", f"ping {n}")
+        time.sleep(0.005)  # a steady trickle, not a burst: each event's own latency
+    for _ in range(samples):
+        got.acquire()
+    cluster.unsubscribe(subscription)
+    emit(
+        "cluster_event_latency",
+        live_sessions=live,
+        hosts=2,
+        events=samples,
+        commit_to_subscriber_ms_p50=ms(lags, 0.5),
+        commit_to_subscriber_ms_p99=ms(lags, 0.99),
+        target_ms_p99=50,
+    )
+
+
+def _start_all(cluster: Any, ids: list[str]) -> None:
+    def start(thread: int) -> None:
+        for session_id in ids[thread::16]:
+            cluster.start_session(session_id)
+
+    run_threads(16, start)
+
+
+def _cluster_host_kill(cluster: Any, agents: int) -> None:
+    """SIGKILL a host with ``agents`` live agents: until it answers with all re-adopted."""
+    import ray
+
+    from hive_actors.cluster._coordinator import host_actor_name
+
+    mine = [cluster.create_session(f"kept {n}", host="a") for n in range(agents)]
+    _start_all(cluster, mine)
+    host = ray.get_actor(host_actor_name("a"), namespace="hive")
+    pid = ray.get(host.describe.remote())["pid"]
+    started = time.perf_counter()
+    os.kill(pid, signal.SIGKILL)
+    while True:
+        try:
+            reply = ray.get(host.call.remote("list_sessions", ("running",), {}), timeout=60)
+        except ray.exceptions.RayActorError:
+            time.sleep(0.01)
+            continue
+        running = {info["session_id"] for info in reply[1]}
+        if running >= set(mine):
+            break
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - started
+    emit(
+        "cluster_host_kill",
+        live_agents=agents,
+        re_adopted=len(set(mine) & running),
+        seconds_to_answer_all_re_adopted=round(elapsed, 3),
+        target_seconds=3,
+    )
+
+
+WORKLOADS = ("lifecycle", "live", "latency", "fanout", "recovery", "journal", "cluster")
 
 
 def _scale(text: str) -> float:
@@ -1151,6 +1308,9 @@ def main() -> int:
             bench_recovery(int(1000 * size))
         if "journal" in chosen:
             bench_journal(size)
+        if "cluster" in chosen:
+            live = int(1000 * size)
+            bench_cluster(options.rounds, int(2000 * size), sessions, live)
     return 0
 
 

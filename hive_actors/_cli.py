@@ -113,6 +113,7 @@ def _create(options: argparse.Namespace) -> int:
         "restart": options.restart,
         "restart_limit": options.restart_limit,
         "restart_backoff": options.restart_backoff,
+        "host": options.host,
     }
     info = _client(options).call("POST", "/sessions", body=body)
     _out(info["session_id"])
@@ -138,6 +139,11 @@ def _status(options: argparse.Namespace) -> int:
 
 def _get(options: argparse.Namespace) -> int:
     _out(_json(_client(options).call("GET", f"/sessions/{_id(options)}")))
+    return EXIT_OK
+
+
+def _hosts(options: argparse.Namespace) -> int:
+    _out(_json(_client(options).call("GET", "/hosts")))
     return EXIT_OK
 
 
@@ -274,6 +280,8 @@ def _serve(options: argparse.Namespace) -> int:
             token=options.token,
             ready_fd=options.ready_fd,
             leave_running=options.leave_running,
+            ray=options.ray,
+            host_root=options.host_root,
         )
     )
     return EXIT_OK
@@ -481,6 +489,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one statement per o
     )
     sub.add_argument("--restart-limit", type=int, default=3, metavar="N")
     sub.add_argument("--restart-backoff", type=float, default=1.0, metavar="S")
+    sub.add_argument("--host", metavar="NAME", help="on this cluster host (a --ray daemon)")
 
     sub = verb("start", _start, "start a session's agent; extra ARGS go to the agent")
     sub.add_argument("session_id", metavar="UUID")
@@ -492,6 +501,8 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one statement per o
         ("output-dir", _output_dir, "print a session's output directory"),
     ):
         verb(name, handler, text).add_argument("session_id", metavar="UUID")
+
+    verb("hosts", _hosts, "print the cluster's hosts as JSON (a --ray daemon; else none)")
 
     sub = verb("list", _list, "print every session as the seeds' index JSON")
     sub.add_argument("--status", help="only sessions with this status")
@@ -540,6 +551,12 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one statement per o
         help="on stop, leave running agents for the next daemon to re-adopt",
     )
     sub.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    sub.add_argument(
+        "--ray", metavar="ADDRESS", help="serve the sessions of the Ray cluster at ADDRESS"
+    )
+    sub.add_argument(
+        "--host-root", type=Path, metavar="DIR", help="with --ray: the hosts' <DIR>/<host name>"
+    )
 
     sub = verb("shutdown", _shutdown, "stop the daemon of the root")
     sub.add_argument("--timeout", type=float, default=120.0, metavar="S")

@@ -97,19 +97,26 @@ class HiveConfig(BaseModel):
         return self.retention_hours
 
     @classmethod
+    def env_settings(
+        cls, environ: Mapping[str, str] | None = None, exclude: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """The settings ``HIVE_*`` variables give (unchecked: ``load`` checks them)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            variable = ENV_PREFIX + name.upper()
+            if name not in exclude and environ.get(variable, "") != "":
+                values[name] = _from_env(variable, name, environ[variable])
+        return values
+
+    @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> HiveConfig:
         """Build a config from ``HIVE_*`` variables, then ``overrides`` (which win).
 
         Raises InvalidConfig naming the argument or variable that is wrong.
         """
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        origin: dict[str, str] = {}
-        for name in cls.model_fields:
-            variable = ENV_PREFIX + name.upper()
-            if variable in environ and environ[variable] != "":
-                values[name] = _from_env(variable, name, environ[variable])
-                origin[name] = variable
+        values = cls.env_settings(environ)
+        origin = {name: ENV_PREFIX + name.upper() for name in values}
         for name, value in overrides.items():
             if value is not None:
                 values[name] = value

@@ -20,7 +20,7 @@ import pykka
 import structlog
 from pykka import ThreadingFuture
 
-from hive_actors import _validate, _workspace
+from hive_actors import _logs, _validate, _workspace
 from hive_actors._clock import Clock, SystemClock
 from hive_actors._config import HiveConfig
 from hive_actors._context import CONTEXT_CALLS, Context
@@ -29,7 +29,7 @@ from hive_actors._events import EventBus, Journal, Subscription, Topics
 from hive_actors._faults import crash_point
 from hive_actors._maintenance import Maintenance
 from hive_actors._manager import SessionManager
-from hive_actors._models import SessionInfo, SessionStatusEvent
+from hive_actors._models import HostInfo, SessionInfo, SessionStatusEvent
 from hive_actors._recovery import recover
 from hive_actors._runtime import NotHandled
 from hive_actors._states import NOT_FOUND, SETTLED, TERMINAL, TRANSITIONS, Status
@@ -38,6 +38,7 @@ from hive_actors._supervisor import ContextRequest, StartRequest, TerminateReque
 from hive_actors.errors import (
     HiveClosed,
     HiveError,
+    HostUnavailable,
     InvalidConfig,
     InvalidInput,
     InvalidTransition,
@@ -245,6 +246,7 @@ class Hive(Topics):
         restart_backoff: float = 1.0,
         idle_timeout: float | None = None,
         max_lifetime: float | None = None,
+        host: str | None = None,
     ) -> str:
         """Create a session: its UUID, working dir, ``.swarm/memory.db``, output dir and log.
 
@@ -255,8 +257,12 @@ class Hive(Topics):
         before the first restart and twice as long before each next one.
         ``idle_timeout`` completes a persistent session idle that long; ``max_lifetime``
         terminates a session not ended that long after creation (defaults: the config's).
+        ``host`` names a cluster host (``ClusterHive``): a plain Hive has none, and refuses
+        any with HostUnavailable.
         Returns the new session id. Raises InvalidInput (nothing is created) for bad input.
         """
+        if host is not None:
+            raise HostUnavailable(str(host), [])
         spec = self._spec(
             task,
             priority,
@@ -460,6 +466,22 @@ class Hive(Topics):
 
     def log_file(self, session_id: str) -> str:
         return self._info(session_id).log_file
+
+    def log_tail(self, session_id: str, lines: int = 50) -> tuple[int, str]:
+        """The session's log: its size in bytes and its last ``lines`` lines."""
+        lines = int(_validate.bounded(lines, "lines", 0, 10_000, True))
+        return _logs.tail(Path(self._info(session_id).log_file), lines)
+
+    def read_log(self, session_id: str, offset: int = 0, limit: int = _logs.CHUNK) -> bytes:
+        """At most ``limit`` bytes of the session's log from byte ``offset`` (b"" at its end)."""
+        offset = int(_validate.bounded(offset, "offset", 0, 2**62, True))
+        limit = int(_validate.bounded(limit, "limit", 1, 16 * 1024 * 1024, True))
+        return _logs.read_from(Path(self._info(session_id).log_file), offset, limit)
+
+    def hosts(self) -> list[HostInfo]:
+        """A cluster's hosts (``ClusterHive``); a plain Hive is no cluster: none."""
+        self._check_open()
+        return []
 
     def wait(self, session_id: str, timeout: float | None = None) -> str:
         """Block until the session is settled (completed, failed, terminated or idle).

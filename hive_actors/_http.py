@@ -22,14 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hive_actors import __version__
-from hive_actors._hive import Hive
+from hive_actors._engine import Engine
 from hive_actors._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from hive_actors._models import Event, SessionInfo
+from hive_actors._models import Event, HostInfo, SessionInfo
 from hive_actors._states import SETTLED
 from hive_actors._validate import MAX_JSON_DEPTH, pydantic_problem
 from hive_actors.errors import (
     HiveClosed,
     HiveError,
+    HostUnavailable,
     InvalidInput,
     InvalidTransition,
     SessionNotFound,
@@ -47,6 +48,7 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (SessionNotFound, 404, "not_found"),
     (InvalidInput, 422, "invalid_input"),
     (InvalidTransition, 409, "invalid_transition"),
+    (HostUnavailable, 409, "host_unavailable"),
     (HiveClosed, 503, "shutting_down"),
     (HiveError, 500, "hive_error"),
 ]
@@ -68,6 +70,8 @@ class CreateBody(_Body):
     restart: Literal["never", "on-failure", "always"] = "never"
     restart_limit: int = 3
     restart_backoff: float = 1.0
+    host: str | None = None
+    """A cluster host's name (a daemon serving a Ray cluster); else the least loaded."""
 
 
 class StartBody(_Body):
@@ -116,7 +120,7 @@ class Health(BaseModel):
 
 
 def create_app(
-    hive: Hive, shutdown: Callable[[], None], stopping: asyncio.Event | None = None
+    hive: Engine, shutdown: Callable[[], None], stopping: asyncio.Event | None = None
 ) -> FastAPI:
     """The API for ``hive``.
 
@@ -162,7 +166,7 @@ def _dashboard_routes(app: FastAPI) -> None:
     app.mount(_ASSETS, StaticFiles(directory=DASHBOARD), name="dashboard")
 
 
-def _daemon_routes(app: FastAPI, hive: Hive, shutdown: Callable[[], None]) -> None:
+def _daemon_routes(app: FastAPI, hive: Engine, shutdown: Callable[[], None]) -> None:
 
     @app.get("/health", response_model=Health, tags=["daemon"])
     def health() -> Health:
@@ -183,6 +187,12 @@ def _daemon_routes(app: FastAPI, hive: Hive, shutdown: Callable[[], None]) -> No
         queue length, subscribers, and lifecycle durations as histograms."""
         return Response(hive.metrics(), media_type=METRICS_CONTENT_TYPE)
 
+    @app.get("/hosts", tags=["daemon"])
+    def hosts() -> dict[str, list[HostInfo]]:
+        """A cluster's hosts (a daemon serving a Ray cluster): name, alive, load, since.
+        Empty for a daemon serving one Hive."""
+        return {"hosts": hive.hosts()}
+
     @app.post("/shutdown", status_code=202, tags=["daemon"])
     def shutdown_daemon() -> dict[str, str]:
         """Stop the daemon: running sessions are terminated with their grace period."""
@@ -190,7 +200,7 @@ def _daemon_routes(app: FastAPI, hive: Hive, shutdown: Callable[[], None]) -> No
         return {"status": "shutting_down"}
 
 
-def _session_routes(app: FastAPI, hive: Hive, stopping: asyncio.Event) -> None:
+def _session_routes(app: FastAPI, hive: Engine, stopping: asyncio.Event) -> None:
 
     @app.post("/sessions", response_model=SessionInfo, status_code=201, tags=["sessions"])
     def create(body: CreateBody) -> SessionInfo:
@@ -207,6 +217,7 @@ def _session_routes(app: FastAPI, hive: Hive, stopping: asyncio.Event) -> None:
             restart=body.restart,
             restart_limit=body.restart_limit,
             restart_backoff=body.restart_backoff,
+            host=body.host,
         )
         return hive.get_session_info(session_id)
 
@@ -258,9 +269,8 @@ def _session_routes(app: FastAPI, hive: Hive, stopping: asyncio.Event) -> None:
         session_id: str, tail: Annotated[int, Query(ge=0, le=MAX_TAIL_LINES)] = 50
     ) -> dict[str, Any]:
         """The log's path, size and last ``tail`` lines."""
-        path = Path(hive.log_file(session_id))
-        size = path.stat().st_size if path.exists() else 0
-        return {"log_file": str(path), "size": size, "tail": _tail(path, tail)}
+        size, text = hive.log_tail(session_id, tail)
+        return {"log_file": hive.log_file(session_id), "size": size, "tail": text}
 
     @app.get("/sessions/{session_id}/log/stream", tags=["logs"])
     async def log_stream(
@@ -269,9 +279,9 @@ def _session_routes(app: FastAPI, hive: Hive, stopping: asyncio.Event) -> None:
         follow: bool = True,
     ) -> StreamingResponse:
         """The log's bytes from ``offset``; with ``follow``, until the session is settled."""
-        path = Path(hive.log_file(session_id))
+        hive.log_file(session_id)  # SessionNotFound before the response starts
         return StreamingResponse(
-            until(stopping, _follow_log(hive, session_id, path, offset, follow)),
+            until(stopping, _follow_log(hive, session_id, offset, follow)),
             media_type="text/plain",
         )
 
@@ -288,7 +298,7 @@ def _session_routes(app: FastAPI, hive: Hive, stopping: asyncio.Event) -> None:
         return {"removed": removed, "count": len(removed)}
 
 
-def _context_routes(app: FastAPI, hive: Hive) -> None:
+def _context_routes(app: FastAPI, hive: Engine) -> None:
     @app.post("/sessions/{session_id}/messages", tags=["context"])
     def send_message(session_id: str, body: MessageBody) -> dict[str, int]:
         """Append to the conversation history; answers the event's seq."""
@@ -326,7 +336,7 @@ def _context_routes(app: FastAPI, hive: Hive) -> None:
         return {"file_index": context.file_index()}
 
 
-def _event_routes(app: FastAPI, hive: Hive, stopping: asyncio.Event) -> None:
+def _event_routes(app: FastAPI, hive: Engine, stopping: asyncio.Event) -> None:
     def event_source(
         session_id: str | None = None,
         since: Annotated[int | None, Query(ge=0)] = None,
@@ -431,28 +441,13 @@ def _unparsable_body(cause: BaseException | None) -> str:
     return f"body could not be parsed as JSON ({cause or 'no reason given'})"
 
 
-def _tail(path: Path, lines: int) -> str:
-    if lines == 0 or not path.exists():
-        return ""
-    with path.open("rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        end = handle.tell()
-        block, data = 8192, b""
-        while end > 0 and data.count(b"\n") <= lines:
-            start = max(0, end - block)
-            handle.seek(start)
-            data = handle.read(end - start) + data
-            end = start
-    return b"\n".join(data.splitlines()[-lines:]).decode("utf-8", "replace")
-
-
 async def _follow_log(
-    hive: Hive, session_id: str, path: Path, offset: int, follow: bool
+    hive: Engine, session_id: str, offset: int, follow: bool
 ) -> AsyncIterator[bytes]:
     position = offset
     ending = not follow
     while True:
-        chunk = await asyncio.to_thread(_read_from, path, position)
+        chunk = await asyncio.to_thread(hive.read_log, session_id, position)
         if chunk:
             position += len(chunk)
             yield chunk
@@ -463,12 +458,3 @@ async def _follow_log(
             ending = True  # read once more: the agent may have written just before it ended
             continue
         await asyncio.sleep(LOG_FOLLOW_INTERVAL)
-
-
-def _read_from(path: Path, position: int, limit: int = 65536) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(position)
-            return handle.read(limit)
-    except FileNotFoundError:
-        return b""

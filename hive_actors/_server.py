@@ -24,6 +24,7 @@ import structlog
 import uvicorn
 
 from hive_actors._config import HiveConfig
+from hive_actors._engine import Engine
 from hive_actors._hive import Hive
 from hive_actors._http import create_app, is_public
 from hive_actors._lockfile import DaemonLock
@@ -70,6 +71,10 @@ class ServeOptions:
     token: str | None = None
     ready_fd: int | None = None
     leave_running: bool = False
+    ray: str | None = None
+    """Serve the sessions of the Ray cluster at this address (a ClusterHive), not a Hive."""
+    host_root: Path | None = None
+    """With ``ray``: where each host keeps its sessions, ``<host_root>/<host name>``."""
 
 
 def parse_tcp(value: str) -> tuple[str, int]:
@@ -143,9 +148,9 @@ def _serve(options: ServeOptions, starter: _Starter) -> None:
         if options.tcp is not None:
             listeners.append(_tcp_listener(options.tcp))
             token = _token(config.root, options.token)
-        hive = Hive(root=config.root, shutdown="leave" if options.leave_running else None)
+        hive = _engine(options, config)
         try:
-            asyncio.run(_run(hive, listeners, token, starter, watch))
+            asyncio.run(_run(hive, listeners, token, starter, watch, config))
         finally:
             log.info("daemon stopping; terminating running sessions")
             hive.close()
@@ -171,13 +176,28 @@ class _Listener(uvicorn.Server):
         yield  # the daemon handles SIGTERM/SIGINT once, for all its listeners
 
 
+def _engine(options: ServeOptions, config: HiveConfig) -> Engine:
+    """The Hive on the root, or the front end of a Ray cluster (``--ray``)."""
+    if options.ray is None:
+        return Hive(root=config.root, shutdown="leave" if options.leave_running else None)
+    if options.host_root is None:
+        raise InvalidConfig("serving a Ray cluster (--ray) needs --host-root DIR")
+    from hive_actors.cluster import ClusterHive  # noqa: PLC0415 - needs the ray extra
+
+    # The daemon's HIVE_* settings are the hosts' (their root is each host's own).
+    settings = HiveConfig.env_settings(exclude=("root", "shutdown"))
+    return ClusterHive(options.ray, host_root=options.host_root, **settings)
+
+
 async def _run(
-    hive: Hive,
+    hive: Engine,
     listeners: list[socket.socket],
     token: _Token | None,
     starter: _Starter,
     watch: _RootWatch,
+    config: HiveConfig,
 ) -> None:
+    root, watch_interval = config.root, config.maintenance_interval
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     servers: list[_Listener] = []
@@ -193,13 +213,13 @@ async def _run(
     app = create_app(hive, stop_from_thread, stopping)
     apps: list[Any] = [app] if token is None else [app, BearerAuth(app, token.value)]
     for listener_app in apps:
-        config = uvicorn.Config(
+        listener_config = uvicorn.Config(
             listener_app,
             lifespan="off",
             log_config=None,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
         )
-        servers.append(_Listener(config))
+        servers.append(_Listener(listener_config))
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop)
     tasks = [
@@ -215,7 +235,7 @@ async def _run(
     gc.freeze()
     tcp = [_address(sock) for sock in listeners[1:]]
     socket_file = listeners[0].getsockname()
-    log.info("daemon ready", pid=os.getpid(), root=str(hive.root), socket=socket_file, tcp=tcp)
+    log.info("daemon ready", pid=os.getpid(), root=str(root), socket=socket_file, tcp=tcp)
     # One line for whoever runs us (a terminal, a process supervisor's log): where to
     # connect, and where the TCP token is, since port 0 and a generated token are known
     # only now.
@@ -225,11 +245,11 @@ async def _run(
     with contextlib.suppress(OSError):  # nobody reads our stdout: nothing to tell
         print("ready " + " ".join(said), flush=True)
     starter.ready(" ".join(tcp))  # it may go on now
-    watching = asyncio.create_task(watch.run(hive.config.maintenance_interval, stop))
+    watching = asyncio.create_task(watch.run(watch_interval, stop))
     await asyncio.gather(*tasks)
     watching.cancel()
     if watch.lost is not None:
-        raise RootLost(hive.root, watch.lost)
+        raise RootLost(root, watch.lost)
 
 
 class _RootWatch:

@@ -191,7 +191,12 @@ class HostUnavailable(HiveError):
         self.host = host
         alive = sorted(name for name, up in known if up)
         down = sorted(name for name, up in known if not up)
-        state = "is down" if host in down else "is not a host of this cluster"
+        if host in down:
+            state = "is down"
+        elif not alive and not down:
+            state = "is not a host: this is a plain Hive, not a cluster (ClusterHive)"
+        else:
+            state = "is not a host of this cluster"
         offer = ", ".join(alive) or "none"
         super().__init__(f"host {host!r} {state}; the hosts alive now: {offer}")
 

@@ -5,6 +5,7 @@ The calls it shares with Hive are in test_contract.py, run on both engines.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,14 @@ from hive_actors import HostUnavailable, InvalidConfig, InvalidInput
 from hive_actors.cluster import ClusterHive
 from hive_actors.testing import fake_agent_command
 
-from .conftest import CLUSTER_HOSTS, Recorder, SimulatedCluster, in_threads, process_alive
+from .conftest import (
+    CLUSTER_HOSTS,
+    Daemon,
+    Recorder,
+    SimulatedCluster,
+    in_threads,
+    process_alive,
+)
 
 
 @pytest.fixture
@@ -140,3 +148,36 @@ def test_metrics_count_the_whole_cluster(front: Any) -> None:
     front.last_seq  # noqa: B018  # its events are in
     text = front.metrics().decode()
     assert 'hive_transitions_total{from_state="running",to_state="completed"}' in text
+
+
+def test_the_daemon_serves_the_cluster(cluster: SimulatedCluster, tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "root")
+    try:
+        daemon.start(
+            "--ray", cluster.nodes.address, "--host-root", str(cluster.host_root), "--tcp", "0"
+        )
+        hosts = json.loads(daemon.cli("hosts").stdout)["hosts"]
+        assert [(h["name"], h["alive"]) for h in hosts] == [("a", True), ("b", True)]
+        created = daemon.cli("create", "served", "high", '{"ticket": 7}', "--host", "b")
+        assert created.returncode == 0, created.stderr
+        session_id = created.stdout.strip()
+        assert json.loads(created.stderr)["host"] == "b"
+        assert daemon.cli("start", session_id, "--sleep", "0").returncode == 0
+        assert daemon.cli("wait", session_id, "--timeout", "30").returncode == 0
+        assert "served" in daemon.cli("log", session_id, "--tail", "20").stdout
+        events = [
+            json.loads(line)
+            for line in daemon.cli("events", session_id, "--no-follow").stdout.splitlines()
+        ]
+        assert {e["host"] for e in events} == {"b"}
+        assert events[-1]["to"] == "completed"
+        refused = daemon.cli("create", "nowhere", "--host", "gpu-9")
+        assert refused.returncode == 6
+        assert "hivectl: host 'gpu-9' is not a host of this cluster" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        listed = json.loads(daemon.cli("list").stdout)
+        assert session_id in json.dumps(listed)
+        with daemon.http() as http:
+            assert "hive_sessions" in http.get("/metrics").text
+    finally:
+        daemon.cleanup()

@@ -113,9 +113,8 @@ def test_a_session_made_by_the_cli_shows_up_and_moves_live(served, page, tmp_pat
     releaser.start()
     expect(row(page, session_id)).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
     releaser.join()
-    cells = row(page, session_id).locator("td")
-    expect(cells.nth(5)).to_have_text("1")  # runs
-    expect(cells.nth(7)).to_have_text("0")  # exit code
+    expect(row(page, session_id).locator("td.runs")).to_have_text("1")
+    expect(row(page, session_id).locator("td.exit")).to_have_text("0")
     assert page.evaluate("window.__sameDocument") is True  # no reload happened
 
     # A few more, in other states, for the picture.
@@ -124,9 +123,9 @@ def test_a_session_made_by_the_cli_shows_up_and_moves_live(served, page, tmp_pat
     busy = daemon.cli("create", "write the docs", "medium", '{"team": "docs"}').stdout.strip()
     daemon.cli("start", busy, "--sleep", "inf")
     expect(row(page, failing)).to_have_attribute("data-status", "failed", timeout=WAIT_MS)
-    expect(row(page, failing).locator("td").nth(7)).to_have_text("3")
+    expect(row(page, failing).locator("td.exit")).to_have_text("3")
     expect(row(page, busy)).to_have_attribute("data-status", "running", timeout=WAIT_MS)
-    expect(row(page, busy).locator("td").nth(5)).to_have_text("1")  # runs, from a refresh
+    expect(row(page, busy).locator("td.runs")).to_have_text("1")  # from a refresh
     expect(page.locator("#counts [data-state]")).to_have_count(4)  # all, completed, failed, running
     screenshot(page, "dashboard-sessions.png")
     daemon.cli("terminate", busy)

@@ -9,7 +9,6 @@ Closing it detaches it; the cluster, its hosts and their agents go on.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import tempfile
 import threading
@@ -61,6 +60,8 @@ _RETRIED = frozenset(
         "status",
         "get_session_info",
         "list_sessions",
+        "log_tail",
+        "read_log",
         "terminate_session",
         "cleanup",
         "stats",
@@ -148,7 +149,9 @@ class ClusterHive(Topics):
         self._pulled: dict[str, int] = {}
         """Per host, the seq of its journal up to which this front end has its events."""
         self._turn = itertools.count()
+        self._placement = threading.Lock()
         self._placed: dict[str, set[str]] = {}
+        """Per host, the sessions not ended there that this front end knows of."""
         for info in self._known.values():
             self._note_placement(info)
         self._metrics = Metrics(
@@ -258,12 +261,18 @@ class ClusterHive(Topics):
             "idle_timeout": idle_timeout,
             "max_lifetime": max_lifetime,
         }
-        name = self._place(host)
         session_id = _validate.new_session_id()
-        call = self._handle(name).create
-        data = self._send(name, lambda: call.remote(session_id, task, priority, metadata, options))
-        info = info_from_wire(data)
-        self._learn(info)
+        name = self._place(host, session_id)
+        try:
+            call = self._handle(name).create
+            data = self._send(
+                name, lambda: call.remote(session_id, task, priority, metadata, options)
+            )
+        except BaseException:
+            with self._placement:
+                self._placed[name].discard(session_id)
+            raise
+        self._learn(info_from_wire(data))
         return session_id
 
     def start_session(
@@ -321,7 +330,19 @@ class ClusterHive(Topics):
         return self.get_session_info(session_id).output_dir
 
     def log_file(self, session_id: str) -> str:
+        """Its path on the session's host (a file on that machine)."""
         return self.get_session_info(session_id).log_file
+
+    def log_tail(self, session_id: str, lines: int = 50) -> tuple[int, str]:
+        """Hive.log_tail, read by the session's host."""
+        session_id = _validate.session_id(session_id)
+        size, text = self._call(self._host_of(session_id), "log_tail", session_id, lines)
+        return int(size), str(text)
+
+    def read_log(self, session_id: str, offset: int = 0, limit: int = 65536) -> bytes:
+        """Hive.read_log, read by the session's host."""
+        session_id = _validate.session_id(session_id)
+        return bytes(self._call(self._host_of(session_id), "read_log", session_id, offset, limit))
 
     def wait(self, session_id: str, timeout: float | None = None) -> str:
         """Block until the session is settled; as Hive.wait. Woken by its host's own wait
@@ -469,38 +490,37 @@ class ClusterHive(Topics):
 
     # -- placement and routing --------------------------------------------------------------
 
-    def _place(self, wanted: str | None) -> str:
+    def _place(self, wanted: str | None, session_id: str) -> str:
+        """The host for a new session: ``wanted``, or the least loaded. The session counts
+        there from this moment, so that creates made at once spread over the hosts."""
+        if wanted is not None and not isinstance(wanted, str):
+            raise InvalidInput(f"host must be a host's name (a string), not {wanted!r}")
         hosts = self._hosts
-        known = [(host.name, host.alive) for host in hosts]
-        if wanted is not None:
-            if not isinstance(wanted, str):
-                raise InvalidInput(f"host must be a host's name (a string), not {wanted!r}")
-            if not any(host.name == wanted and host.alive for host in hosts):
-                hosts = self.hosts()  # it may have come up since the last look
-                if not any(host.name == wanted and host.alive for host in hosts):
-                    raise HostUnavailable(wanted, [(host.name, host.alive) for host in hosts])
-            return wanted
-        alive = [host for host in hosts if host.alive]
+        if not any(host.alive and wanted in (None, host.name) for host in hosts):
+            hosts = self.hosts()  # one may have come up since the last look
+        alive = [host for host in hosts if host.alive and wanted in (None, host.name)]
         if not alive:
-            alive = [host for host in self.hosts() if host.alive]
-            if not alive:
-                raise HostUnavailable("(any)", known)
+            raise HostUnavailable(wanted or "(any)", [(host.name, host.alive) for host in hosts])
 
         def load(host: HostInfo) -> float:
             return len(self._placed.get(host.name, ())) / max(host.max_running, 1)
 
-        least = min(load(host) for host in alive)
-        tied = [host.name for host in alive if load(host) == least]
-        return tied[next(self._turn) % len(tied)]
+        with self._placement:
+            least = min(load(host) for host in alive)
+            tied = [host.name for host in alive if load(host) == least]
+            name = tied[next(self._turn) % len(tied)]
+            self._placed.setdefault(name, set()).add(session_id)
+        return name
 
     def _note_placement(self, info: SessionInfo) -> None:
         if info.host is None:
             return
-        placed = self._placed.setdefault(info.host, set())
-        if info.status in TERMINAL:
-            placed.discard(info.session_id)
-        else:
-            placed.add(info.session_id)
+        with self._placement:
+            placed = self._placed.setdefault(info.host, set())
+            if info.status in TERMINAL:
+                placed.discard(info.session_id)
+            else:
+                placed.add(info.session_id)
 
     def _learn(self, info: SessionInfo) -> None:
         self._known[info.session_id] = info
@@ -509,7 +529,8 @@ class ClusterHive(Topics):
     def _forget(self, session_id: str) -> None:
         info = self._known.pop(session_id, None)
         if info is not None and info.host is not None:
-            self._placed.get(info.host, set()).discard(session_id)
+            with self._placement:
+                self._placed.get(info.host, set()).discard(session_id)
 
     def _host_of(self, session_id: str) -> str:
         """The host of a session: known from the journal or a create, else asked around."""
@@ -675,7 +696,7 @@ def _settings(settings: dict[str, Any]) -> dict[str, Any]:
             "sessions under <host_root>/<host name>, and leaves its agents running when "
             "its process ends"
         )
-    HiveConfig.load(environ={}, root=Path(tempfile.gettempdir()), **settings)
-    given = {key: value for key, value in settings.items() if value is not None}
-    plain: dict[str, Any] = json.loads(json.dumps(given, default=str))
+    checked = HiveConfig.load(environ={}, root=Path(tempfile.gettempdir()), **settings)
+    given = {key for key, value in settings.items() if value is not None}
+    plain: dict[str, Any] = checked.model_dump(mode="json", include=given)
     return plain

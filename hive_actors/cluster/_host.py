@@ -39,6 +39,8 @@ _CALLS = frozenset(
         "status",
         "get_session_info",
         "list_sessions",
+        "log_tail",
+        "read_log",
         "cleanup",
         "remove_session",
         "send_message",

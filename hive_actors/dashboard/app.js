@@ -19,6 +19,8 @@ const state = {
   selected: null,        // { id, abort: AbortController }
   refreshing: new Map(), // id -> timer of a pending info refresh
   drawPending: false,
+  hosts: [],             // a cluster's hosts (GET /hosts); none for one Hive
+  hostsPending: null,    // timer of a pending hosts reload
 };
 
 const $ = (id) => document.getElementById(id);
@@ -147,6 +149,29 @@ function onEvent(event) {
     case "session.removed": forget(event.session_id); break;
     default: break;
   }
+  if (state.hosts.length || event.type.startsWith("host.")) reloadHosts();
+}
+
+// -- a cluster's hosts ---------------------------------------------------------------------
+
+// Load moves with every transition: reload at most a few times a second.
+function reloadHosts() {
+  if (state.hostsPending) return;
+  state.hostsPending = setTimeout(async () => {
+    state.hostsPending = null;
+    try { drawHosts((await api("GET", "hosts")).hosts); } catch (error) { /* next event */ }
+  }, 300);
+}
+
+function drawHosts(hosts) {
+  state.hosts = hosts;
+  document.body.classList.toggle("cluster", hosts.length > 0);
+  $("hosts").hidden = hosts.length === 0;
+  $("hosts").replaceChildren(...hosts.map((host) => el("span", {
+    class: `host${host.alive ? "" : " down"}`, "data-host": host.name,
+    title: `${host.alive ? "up" : "down"} since ${clock(host.since)}; ${host.queued} queued`,
+  }, el("strong", { text: host.name }),
+  el("span", { class: "load", text: host.alive ? `${host.running}/${host.max_running} running` : "down" }))));
 }
 
 function draw() {
@@ -159,7 +184,7 @@ function matches(info) {
   if (state.status && info.status !== state.status) return false;
   if (!state.text) return true;
   const haystack = [info.session_id, info.task, info.reason || "", info.detail || "",
-    info.role || "", JSON.stringify(info.metadata || {})].join(" ").toLowerCase();
+    info.role || "", info.host || "", JSON.stringify(info.metadata || {})].join(" ").toLowerCase();
   return haystack.includes(state.text);
 }
 
@@ -193,12 +218,13 @@ function row(info) {
   tr.append(
     el("td", { class: "id", title: info.session_id, text: info.session_id.slice(0, 8) }),
     el("td", { class: "task", title: info.task, text: info.task }),
+    el("td", { class: "host-col", text: info.host || "" }),
     el("td", { text: info.priority }),
     el("td", {}, el("span", { class: `status st-${info.status}`, text: info.status })),
     el("td", { class: "num age", "data-created": info.created, text: age(info.created) }),
-    el("td", { class: "num", text: String(info.runs) }),
-    el("td", { class: "num", text: String(info.restarts) }),
-    el("td", { class: "num", text: info.exit_code ?? "" }),
+    el("td", { class: "num runs", text: String(info.runs) }),
+    el("td", { class: "num restarts", text: String(info.restarts) }),
+    el("td", { class: "num exit", text: info.exit_code ?? "" }),
     el("td", { title: info.detail || "", text: info.reason || "" }),
   );
   tr.addEventListener("click", () => openDetail(info.session_id));
@@ -254,7 +280,7 @@ function drawDetailHead(info) {
   $("act-terminate").disabled = !LIVE.has(info.status) && info.status !== "created";
   $("act-remove").disabled = !TERMINAL.has(info.status);
   const fields = [
-    ["task", info.task], ["priority", info.priority], ["status", info.status],
+    ["task", info.task], ["priority", info.priority], ["status", info.status], ["host", info.host],
     ["reason", info.reason], ["detail", info.detail], ["exit code", info.exit_code],
     ["pid", info.pid], ["runs", info.runs], ["restarts", info.restarts],
     ["role", info.role], ["persistent", info.persistent], ["restart policy", info.restart_policy],
@@ -377,7 +403,8 @@ function setLink(up) {
 
 async function connect() {
   const health = await api("GET", "health");
-  const { sessions } = await api("GET", "sessions");
+  const [{ sessions }, { hosts }] = await Promise.all([api("GET", "sessions"), api("GET", "hosts")]);
+  drawHosts(hosts);
   state.sessions.clear();
   for (const info of sessions) state.sessions.set(info.session_id, info);
   state.lastSeq = health.last_seq;

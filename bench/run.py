@@ -44,7 +44,8 @@ SLEEP = shutil.which("sleep") or "/bin/sleep"
 
 
 def emit(benchmark: str, **figures: Any) -> None:
-    print(json.dumps({"benchmark": benchmark, **figures}), flush=True)
+    # The real stdout: while Ray is joined, what it prints goes to stderr (bench_cluster).
+    print(json.dumps({"benchmark": benchmark, **figures}), file=sys.__stdout__, flush=True)
 
 
 _scratch: list[Path] = []
@@ -1100,7 +1101,12 @@ def bench_cluster(rounds: int, calls: int, sessions: int, live: int) -> None:
     for _ in range(rounds):
         with temp_root() as root:
             local_rates.append(sessions / hive_lifecycle(root, sessions, 16))
-    with temp_root() as host_root, ray_cluster.local_cluster(["a", "b"]):
+    # Ray's driver prints its cluster's news ("a worker died ...") on stdout: not here.
+    with (
+        contextlib.redirect_stdout(sys.stderr),
+        temp_root() as host_root,
+        ray_cluster.local_cluster(["a", "b"]),
+    ):
         settings: dict[str, Any] = {
             "command": [SLEEP, "3600"],
             "max_running": 100_000,

@@ -109,6 +109,23 @@ def test_every_workload_reports_its_figures_at_a_small_scale(
     assert journal["events_trimmed"] > 0
     assert journal["steady_max_mb"] < journal["untrimmed_mb_estimate"] / 4  # it is trimmed
     assert 0 < journal["trim_lock_held_ms_p99"] <= journal["trim_lock_held_ms_max"]
+    (calls,) = by_name["cluster_call_latency"]
+    assert calls["calls"] == 100
+    for call in ("create", "status"):
+        assert 0 < calls[f"{call}_ms_p50"] <= calls[f"{call}_ms_p99"]
+    (cluster,) = by_name["cluster_lifecycle"]
+    assert cluster["sessions"] == 48
+    assert cluster["hosts"] == 2
+    ratio = cluster["cluster_sessions_per_s"] / cluster["local_sessions_per_s"]
+    assert abs(cluster["ratio_cluster_over_local"] - ratio) < 0.02 * ratio + 0.01
+    (events,) = by_name["cluster_event_latency"]
+    assert events["live_sessions"] == 50
+    assert events["events"] == 50
+    assert 0 < events["commit_to_subscriber_ms_p50"] <= events["commit_to_subscriber_ms_p99"]
+    (kill,) = by_name["cluster_host_kill"]
+    assert kill["re_adopted"] == kill["live_agents"] == 5
+    assert kill["seconds_to_answer_all_re_adopted"] > 0
+
     (rebuild,) = by_name["journal_rebuild"]
     assert rebuild["mb"] > 0
     assert rebuild["seconds"] > 0

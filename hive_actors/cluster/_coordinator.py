@@ -178,13 +178,8 @@ class Coordinator:
     def pull(self, since: int, timeout: float) -> dict[str, Any]:
         """Journaled events after ``since``, waiting up to ``timeout`` s for the first;
         with the sessions they touched as the journal has them now."""
-        deadline = time.monotonic() + timeout
         with self._changed:
-            while self._journal.last_seq <= since:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._changed.wait(remaining)
+            self._changed.wait_for(lambda: self._journal.last_seq > since, timeout)
         cursors, last_seq = self._journal.attach(lambda: dict(self._cursors))
         events = list(itertools.islice(self._journal.events(since, until=last_seq), _PULL_BATCH))
         if events and events[-1].seq < last_seq:

@@ -29,7 +29,7 @@ from hive_actors._hive import HiveStats, SessionContext, _grace
 from hive_actors._metrics import Metrics
 from hive_actors._models import Event, HostInfo, SessionInfo, parse_event
 from hive_actors._states import NOT_FOUND, SETTLED, TERMINAL, Status
-from hive_actors.cluster._coordinator import NAME, CoordinatorActor, host_actor_name
+from hive_actors.cluster._coordinator import HOST_LOST, NAME, CoordinatorActor, host_actor_name
 from hive_actors.cluster._wire import Reply, error_from_wire, info_from_wire
 from hive_actors.errors import (
     HiveClosed,
@@ -110,7 +110,11 @@ class ClusterHive(Topics):
         self._close_lock = threading.Lock()
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            try:
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                where = "any Ray cluster" if address is None else f"the Ray cluster at {address}"
+                raise HiveError(f"cannot join {where}: {exc}") from None
         try:
             self._coordinator = CoordinatorActor.options(
                 name=NAME,
@@ -544,15 +548,18 @@ class ClusterHive(Topics):
         raise SessionNotFound(session_id)
 
     def _read(self, session_id: str, method: str, *args: Any) -> Any:
-        """A read from the session's host; from the journal while the host is away."""
+        """A read from the session's host; from the journal while the host is away, or
+        once the cluster gave the session up (a verdict its host may still be applying)."""
         host = self._host_of(session_id)
-        try:
-            return self._call(host, method, *args)
-        except HostUnavailable:
-            info = self._known.get(session_id)
-            if info is None:
-                raise SessionNotFound(session_id) from None
-            return str(info.status) if method == "status" else info
+        known = self._known.get(session_id)
+        if known is None or not _given_up(known):
+            try:
+                return self._call(host, method, *args)
+            except HostUnavailable:
+                known = self._known.get(session_id)
+                if known is None:
+                    raise SessionNotFound(session_id) from None
+        return str(known.status) if method == "status" else known
 
     # -- talking to hosts -------------------------------------------------------------------
 
@@ -666,6 +673,10 @@ class _MayHaveRun(HiveError):
 
 
 _LIVE = frozenset({Status.STARTING, Status.RUNNING, Status.STOPPING})
+
+
+def _given_up(info: SessionInfo) -> bool:
+    return info.status is Status.FAILED and info.reason == HOST_LOST
 
 
 def _unwrap(reply: Reply) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 
 import ray
 
+from hive_actors._context import CONTEXT_CALLS
 from hive_actors._hive import Hive
 from hive_actors._models import Event, JournalTrimmedEvent
 from hive_actors.cluster._wire import Reply, error_to_wire, info_to_wire
@@ -46,19 +47,6 @@ _CALLS = frozenset(
         "send_message",
         "context",
         "stats",
-    }
-)
-_CONTEXT_CALLS = frozenset(
-    {
-        "add_message",
-        "history",
-        "clear_history",
-        "add_file",
-        "remove_file",
-        "active_files",
-        "update_file_index",
-        "file_index",
-        "build_context",
     }
 )
 
@@ -103,7 +91,7 @@ class SessionHost:
             raise ValueError(f"not a host call: {method}")
         if method == "context":
             session_id, name, *rest = args
-            if name not in _CONTEXT_CALLS:
+            if name not in CONTEXT_CALLS:
                 raise ValueError(f"not a context call: {name}")
             return self._answer(lambda: self._hive._context_call(session_id, name, *rest))
         if method == "stats":
@@ -131,13 +119,8 @@ class SessionHost:
     def pull(self, since: int, limit: int, timeout: float) -> dict[str, Any]:
         """Journaled events after ``since`` (at most ``limit``), waiting up to ``timeout`` s
         for the first; with the sessions they touched as they are now."""
-        deadline = time.monotonic() + timeout
         with self._changed:
-            while self._hive.last_seq <= since:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._changed.wait(remaining)
+            self._changed.wait_for(lambda: self._hive.last_seq > since, timeout)
         events: list[dict[str, Any]] = []
         cursor = since
         for event in self._hive.events(since=since):

@@ -85,6 +85,32 @@ def test_a_host_ray_restarts_leaves_its_agents_running(cluster: SimulatedCluster
             assert hive.wait(session_id, timeout=30) == "terminated"
 
 
+def test_a_restarted_coordinator_goes_on_with_the_journal(cluster: SimulatedCluster) -> None:
+    with cluster.open() as hive:
+        mark = hive.last_seq
+        before = hive.create_session("before")
+        coordinator = ray.get_actor("coordinator", namespace="hive")
+        ray.kill(coordinator, no_restart=False)
+        after = hive.create_session("after")
+        hive.start_session(after, ["--sleep", "0"])
+        assert hive.wait(after, timeout=30) == "completed"
+        events = [e for e in hive.events(since=mark) if e.session_id in (before, after)]
+        seqs = [e.seq for e in events]
+        assert seqs == sorted(set(seqs))
+        assert [e.type for e in events if e.session_id == before] == [
+            "session.created",
+            "session.status",
+        ]
+        assert [
+            str(e.to) for e in events if e.type == "session.status" and e.session_id == after
+        ] == [
+            "created",
+            "starting",
+            "running",
+            "completed",
+        ]
+
+
 def test_a_create_sent_twice_makes_one_session(cluster: SimulatedCluster) -> None:
     with cluster.open() as hive:
         session_id = "0a1b2c3d-0000-4000-8000-00000000abcd"

@@ -29,7 +29,13 @@ from hive_actors._hive import HiveStats, SessionContext, _grace
 from hive_actors._metrics import Metrics
 from hive_actors._models import Event, HostInfo, SessionInfo, parse_event
 from hive_actors._states import NOT_FOUND, SETTLED, TERMINAL, Status
-from hive_actors.cluster._coordinator import HOST_LOST, NAME, CoordinatorActor, host_actor_name
+from hive_actors.cluster._coordinator import (
+    HOST_LOST,
+    LINGER,
+    NAME,
+    CoordinatorActor,
+    host_actor_name,
+)
 from hive_actors.cluster._wire import Reply, error_from_wire, info_from_wire
 from hive_actors.errors import (
     HiveClosed,
@@ -161,7 +167,7 @@ class ClusterHive(Topics):
         self._metrics = Metrics(
             lambda: list(self._known.values()),
             lambda: self._bus.subscriber_count,
-            lambda: sum(info.status in _LIVE for info in self._known.values()),
+            lambda: sum(info.status in _LIVE for info in list(self._known.values())),
         )
         self._bus.observe(self._metrics.observe)
         self._stop = threading.Event()
@@ -325,7 +331,8 @@ class ClusterHive(Topics):
         self._check_open()
         answers = self._each_host("list_sessions", status)
         infos = [info_from_wire(data) for result in answers.values() for data in result]
-        for info in self._known.values():  # hosts out of reach: what the journal last said
+        # Hosts out of reach: what the journal last said (a copy: the feed thread adds).
+        for info in list(self._known.values()):
             if info.host not in answers and (status is None or info.status == status):
                 infos.append(info)
         return sorted(infos, key=lambda info: (info.created, info.session_id))
@@ -486,6 +493,8 @@ class ClusterHive(Topics):
                 self._pulled.update(batch["cursors"])
             with self._known_changed:
                 self._known_changed.notify_all()
+            if batch["events"]:
+                self._stop.wait(LINGER)
             if time.monotonic() - self._hosts_at >= _HOSTS_EVERY:
                 try:
                     self.hosts()

@@ -32,6 +32,12 @@ from ray._private import ray_constants
 from ray.cluster_utils import Cluster
 
 LOOPBACK = "127.0.0.1"
+HEALTH_CHECKS = {
+    "health_check_initial_delay_ms": 0,
+    "health_check_period_ms": 300,
+    "health_check_timeout_ms": 300,
+    "health_check_failure_threshold": 3,
+}
 HOST_LABEL = "hive-host"
 
 
@@ -73,7 +79,13 @@ def local_cluster(hosts: Iterable[str] = ("a", "b"), cpus: int = 2) -> Iterator[
     try:
         cluster = Cluster(
             initialize_head=True,
-            head_node_args={"num_cpus": 0, "node_ip_address": LOOPBACK, "include_dashboard": False},
+            head_node_args={
+                "num_cpus": 0,
+                "node_ip_address": LOOPBACK,
+                "include_dashboard": False,
+                # A lost node is noticed in about a second, not Ray's default 15 s or so.
+                "_system_config": HEALTH_CHECKS,
+            },
         )
         local = LocalCluster(cluster, cpus)
         for host in hosts:

@@ -1,7 +1,7 @@
 """Engine: what the daemon serves, the calls ``Hive`` and ``ClusterHive`` share.
 
 The HTTP API, ``hivectl`` and the dashboard are written once, against this; mypy checks
-that both engines satisfy it (``_both``).
+that both engines satisfy it where the daemon makes one (``_server._engine``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hive_actors._models import Event, HostInfo, SessionInfo
 
 if TYPE_CHECKING:
-    from hive_actors._hive import Hive, HiveStats, SessionContext
-    from hive_actors.cluster import ClusterHive
+    from hive_actors._hive import HiveStats, SessionContext
 
 
 class Engine(Protocol):
@@ -87,8 +86,3 @@ class Engine(Protocol):
     def metrics(self) -> bytes: ...
 
     def close(self, grace: float | None = ...) -> None: ...
-
-
-def _both(local: Hive, cluster: ClusterHive) -> tuple[Engine, Engine]:
-    """Never called: mypy checks here that both engines are an Engine."""
-    return local, cluster

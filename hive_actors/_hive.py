@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import math
 import os
 import threading
 import time
@@ -14,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pykka
 import structlog
@@ -39,14 +38,10 @@ from hive_actors.errors import (
     HiveClosed,
     HiveError,
     HostUnavailable,
-    InvalidConfig,
     InvalidInput,
     InvalidTransition,
     SessionNotFound,
 )
-
-if TYPE_CHECKING:
-    from hive_actors.cluster import ClusterHive
 
 log = structlog.get_logger(__name__)
 
@@ -197,7 +192,7 @@ class Hive(Topics):
                 # has nobody to stop it (its agent was killed); the next Hive reconciles it.
                 and self._core.table.supervisor(info.session_id) is not None
             ]
-            grace = self.config.grace_period if grace is None else _grace(grace)
+            grace = self.config.grace_period if grace is None else _validate.grace(grace)
             for session_id in running:
                 try:
                     self._terminate(session_id, grace, "shutdown")
@@ -402,7 +397,9 @@ class Hive(Topics):
         is over.
         """
         session_id = _validate.session_id(session_id)
-        return self._terminate(session_id, None if grace is None else _grace(grace), "requested")
+        return self._terminate(
+            session_id, None if grace is None else _validate.grace(grace), "requested"
+        )
 
     def _terminate(self, session_id: str, grace: float | None, reason: str) -> str:
         info = self._info(session_id)
@@ -741,10 +738,16 @@ class Hive(Topics):
             raise HiveError(f"{actor} did not answer within {_REPLY_TIMEOUT} s") from None
 
 
+class _ContextCalls(Protocol):
+    """What a SessionContext calls through: a Hive, or a ClusterHive."""
+
+    def _context_call(self, session_id: str, method: str, *args: Any) -> Any: ...
+
+
 class SessionContext:
     """A session's ContextManager, seen from outside: ``hive.context(session_id)``."""
 
-    def __init__(self, hive: Hive | ClusterHive, session_id: str) -> None:
+    def __init__(self, hive: _ContextCalls, session_id: str) -> None:
         self._hive = hive
         self.session_id = session_id
 
@@ -790,16 +793,6 @@ class SessionContext:
         """History, active files and index in one dict whose JSON fits ``budget`` chars."""
         result: dict[str, Any] = self._call("build_context", budget)
         return result
-
-
-def _grace(value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not (0 <= value <= 3600 and math.isfinite(value))
-    ):
-        raise InvalidConfig(f"grace must be a number of seconds from 0 to 3600, not {value!r}")
-    return float(value)
 
 
 def _optional_seconds(value: object, default: float | None, name: str) -> float | None:

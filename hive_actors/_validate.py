@@ -14,6 +14,7 @@ from pydantic_core import ErrorDetails
 from hive_actors._states import Status
 from hive_actors.errors import (
     InvalidCommand,
+    InvalidConfig,
     InvalidInput,
     InvalidMetadata,
     InvalidPriority,
@@ -272,3 +273,14 @@ def wait_timeout(value: float | None) -> float | None:
     if value is not None and not (value >= 0 and math.isfinite(value)):
         raise InvalidInput(f"timeout must be a non-negative number of seconds, not {value}")
     return value
+
+
+def grace(value: object) -> float:
+    """A grace period given to a stop or a close (seconds before SIGKILL)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (0 <= value <= 3600 and math.isfinite(value))
+    ):
+        raise InvalidConfig(f"grace must be a number of seconds from 0 to 3600, not {value!r}")
+    return float(value)

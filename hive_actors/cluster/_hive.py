@@ -25,7 +25,7 @@ import structlog
 from hive_actors import _validate
 from hive_actors._config import HiveConfig
 from hive_actors._events import EventBus, Journal, Subscription, Topics
-from hive_actors._hive import HiveStats, SessionContext, _grace
+from hive_actors._hive import HiveStats, SessionContext
 from hive_actors._metrics import Metrics
 from hive_actors._models import Event, HostInfo, SessionInfo, parse_event
 from hive_actors._states import NOT_FOUND, SETTLED, TERMINAL, Status
@@ -208,7 +208,7 @@ class ClusterHive(Topics):
         outlives its clients (``terminate_session`` is what stops a session). Idempotent;
         ``grace`` is accepted for Hive's signature and has nothing to stop."""
         if grace is not None:
-            _grace(grace)
+            _validate.grace(grace)
         with self._close_lock:
             if self._closed:
                 return
@@ -304,7 +304,7 @@ class ClusterHive(Topics):
     def terminate_session(self, session_id: str, grace: float | None = None) -> str:
         """Hive.terminate_session, on the session's host."""
         session_id = _validate.session_id(session_id)
-        grace = None if grace is None else _grace(grace)
+        grace = None if grace is None else _validate.grace(grace)
         host = self._host_of(session_id)
         return str(self._call(host, "terminate_session", session_id, grace))
 

@@ -17,6 +17,7 @@ from hive_actors import HostUnavailable, InvalidConfig, InvalidInput
 from hive_actors.cluster import ClusterHive
 from hive_actors.testing import fake_agent_command
 
+from . import test_dashboard as dashboard  # its browser, flags and login
 from .conftest import (
     CLUSTER_HOSTS,
     Daemon,
@@ -179,5 +180,34 @@ def test_the_daemon_serves_the_cluster(cluster: SimulatedCluster, tmp_path: Path
         assert session_id in json.dumps(listed)
         with daemon.http() as http:
             assert "hive_sessions" in http.get("/metrics").text
+        _the_dashboard_shows_the_hosts(daemon, session_id)
     finally:
         daemon.cleanup()
+
+
+def _the_dashboard_shows_the_hosts(daemon: Daemon, session_id: str) -> None:
+    """The page of a daemon serving a cluster: a strip of hosts, a host column."""
+    if not Path(dashboard.CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {dashboard.CHROMIUM}: `make browser` installs it")
+    url = f"http://{daemon.ready_line.split()[1]}"
+    token = (daemon.root / "token").read_text().strip()
+    expect = dashboard.expect
+    with dashboard.playwright_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(
+            executable_path=dashboard.CHROMIUM, headless=True, args=dashboard.FLAGS
+        )
+        try:
+            for page in dashboard._open(browser, url, token):
+                strip = page.locator("#hosts .host")
+                expect(strip).to_have_count(2, timeout=dashboard.WAIT_MS)
+                expect(strip.first).to_contain_text("a")
+                expect(page.locator('#hosts [data-host="b"] .load')).to_contain_text("/64 running")
+                cell = page.locator(f'tr[data-id="{session_id}"] td.host-col')
+                expect(cell).to_have_text("b")
+                expect(cell).to_be_visible()
+                fresh = daemon.cli("create", "placed by the page's daemon", "--host", "a")
+                row = page.locator(f'tr[data-id="{fresh.stdout.strip()}"] td.host-col')
+                expect(row).to_have_text("a", timeout=dashboard.WAIT_MS)
+                dashboard.screenshot(page, "dashboard-cluster.png")
+        finally:
+            browser.close()

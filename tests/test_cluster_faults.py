@@ -111,6 +111,23 @@ def test_a_restarted_coordinator_goes_on_with_the_journal(cluster: SimulatedClus
         ]
 
 
+def test_a_node_that_joins_gets_a_host(cluster: SimulatedCluster) -> None:
+    with cluster.open() as hive:
+        recorder = Recorder()
+        hive.subscribe_to_all_sessions(recorder, since=hive.last_seq)
+        cluster.nodes.add("c")
+        try:
+            wait_for_host(recorder, "host.up", "c")
+            eventually(lambda: [h.alive for h in hive.hosts() if h.name == "c"] == [True])
+            session_id = hive.create_session("on the newcomer", host="c")
+            hive.start_session(session_id, ["--sleep", "0"])
+            assert hive.wait(session_id, timeout=30) == "completed"
+            assert hive.get_session_info(session_id).host == "c"
+        finally:
+            cluster.nodes.remove("c")
+        wait_for_host(recorder, "host.down", "c")
+
+
 def test_a_create_sent_twice_makes_one_session(cluster: SimulatedCluster) -> None:
     with cluster.open() as hive:
         session_id = "0a1b2c3d-0000-4000-8000-00000000abcd"

@@ -129,7 +129,7 @@ class Hive(Topics):
         self._closed = False
         self._close_lock = threading.Lock()
         self._cleanup_lock = threading.Lock()
-        self._create_lock = threading.Lock()
+        self._create_lock = threading.Condition()
         self._creating: set[str] = set()
         self._ended_context_lock = threading.Lock()
         self._pool_lock = threading.Lock()
@@ -285,14 +285,17 @@ class Hive(Topics):
         session_id = _validate.session_id(session_id)
         spec = self._spec(task, priority, metadata, **options)
         with self._create_lock:
-            if session_id in self._creating or self._core.table.get(session_id) is not None:
-                return session_id  # made (or being made) by an earlier try of this create
+            # An earlier try of this very create, still under way: its outcome is ours.
+            self._create_lock.wait_for(lambda: session_id not in self._creating)
+            if self._core.table.get(session_id) is not None:
+                return session_id  # made by an earlier try
             self._creating.add(session_id)
         try:
             self._make_session(session_id, spec)
         finally:
             with self._create_lock:
                 self._creating.discard(session_id)
+                self._create_lock.notify_all()
         return session_id
 
     def _spec(

@@ -41,6 +41,21 @@ def own_record(session_id: str) -> tuple[str, str | None]:
     return data["status"], data["reason"]
 
 
+def restart_the_coordinator() -> None:
+    """Kill the coordinator's process; return once Ray runs it in a new one."""
+    coordinator = ray.get_actor("coordinator", namespace="hive")
+    before = ray.get(coordinator.describe.remote())["pid"]
+    ray.kill(coordinator, no_restart=False)
+
+    def restarted() -> bool:
+        try:
+            return bool(ray.get(coordinator.describe.remote())["pid"] != before)
+        except ray.exceptions.RayActorError:
+            return False  # restarting
+
+    eventually(restarted, timeout=60)
+
+
 def wait_for_host(recorder: Recorder, kind: str, host: str, after: int = 0) -> None:
     recorder.wait_for(
         lambda events: any(e.type == kind and e.host == host and e.seq > after for e in events),
@@ -89,8 +104,7 @@ def test_a_restarted_coordinator_goes_on_with_the_journal(cluster: SimulatedClus
     with cluster.open() as hive:
         mark = hive.last_seq
         before = hive.create_session("before")
-        coordinator = ray.get_actor("coordinator", namespace="hive")
-        ray.kill(coordinator, no_restart=False)
+        restart_the_coordinator()
         after = hive.create_session("after")
         hive.start_session(after, ["--sleep", "0"])
         assert hive.wait(after, timeout=30) == "completed"
@@ -193,6 +207,8 @@ def test_a_node_back_before_the_timeout_reconciles_as_after_a_crash(
         cluster.nodes.remove("a")
         wait_for_host(recorder, "host.down", "a", after=mark)
         assert hive.status(next(iter(pids))) == "running"  # its last known state
+        restart_the_coordinator()  # meanwhile: it must still know a is away
+        assert [h.alive for h in hive.hosts() if h.name == "a"] == [False]
         with open(hold, "w") as release:  # the agent finishes while nobody watches
             release.write("done\n")
         cluster.nodes.add("a")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from hive_actors._registry import Registry
 from hive_actors._states import TERMINAL, Status
 from hive_actors.cluster._host import CALL_THREADS, POLL_GROUP, POLL_THREADS, HostActor
 from hive_actors.cluster._wire import Reply, error_to_wire, info_from_wire
-from hive_actors.errors import InvalidConfig
+from hive_actors.errors import HiveError, InvalidConfig
 
 log = structlog.get_logger(__name__)
 
@@ -107,7 +108,9 @@ class Coordinator:
         self._timeout = float(self._journal.meta("host_lost_timeout", str(host_lost_timeout)))
         self._sessions = {info.session_id: info for info in self._journal.sessions()}
         self._pending: dict[str, list[str]] = json.loads(self._journal.meta("verdicts", "{}"))
-        self._hosts: dict[str, _Host] = {}
+        self._hosts: dict[str, _Host] = self._known_hosts()
+        self._surveying = threading.Lock()
+        """One survey at a time: two reading Ray's node table apart could undo each other."""
         self._cursors: dict[str, int] = {}
         """Per host, the seq of its journal up to which this one has its events."""
         self._stop = threading.Event()
@@ -151,6 +154,10 @@ class Coordinator:
             },
             0,
         )
+
+    def describe(self) -> dict[str, Any]:
+        """Which process this is (a restart makes a new one) and its journal's last seq."""
+        return {"pid": os.getpid(), "last_seq": self._journal.last_seq}
 
     def hosts(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -227,8 +234,36 @@ class Coordinator:
             except Exception:
                 log.exception("cluster survey failed; trying again")
 
+    def _known_hosts(self) -> dict[str, _Host]:
+        """The hosts an earlier run of this actor knew, as it left them: a host that was
+        down stays down (its time away counted on), one that was up is checked at once."""
+        hosts = {}
+        now = datetime.now(UTC)
+        for name, state in json.loads(self._journal.meta("hosts", "{}")).items():
+            down_since = state["down_since"]
+            host = hosts[name] = _Host(name, node_id="", handle=None, given_up=state["given_up"])
+            if down_since is not None:
+                since = datetime.fromisoformat(down_since)
+                away = max(0.0, (now - since).total_seconds())
+                host.alive, host.since, host.down_at = False, since, time.monotonic() - away
+        return hosts
+
+    def _hosts_meta(self) -> dict[str, str]:
+        state = {
+            host.name: {
+                "down_since": None if host.alive else host.since.isoformat(),
+                "given_up": host.given_up,
+            }
+            for host in self._hosts.values()
+        }
+        return {"hosts": json.dumps(state)}
+
     def _survey(self) -> None:
         """Match the hosts to Ray's alive nodes: start, mark down, give up."""
+        with self._surveying:
+            self._survey_once()
+
+    def _survey_once(self) -> None:
         alive: dict[str, tuple[dict[str, Any], bool]] = {}
         for node in ray.nodes():
             if not node.get("Alive") or node.get("Resources", {}).get("CPU", 0) <= 0:
@@ -274,7 +309,7 @@ class Coordinator:
         else:
             host.node_id, host.handle, host.alive = node_id, handle, True
             host.since, host.given_up = datetime.now(UTC), False
-        self._journal.mirror([], [], [HostUpEvent(host=name, at=host.since)], {})
+        self._journal.mirror([], [], [HostUpEvent(host=name, at=host.since)], self._hosts_meta())
         if host.pump is None:
             host.pump = threading.Thread(
                 target=self._pump, args=(name,), name=f"hive-pump-{name}", daemon=True
@@ -286,7 +321,7 @@ class Coordinator:
         host.alive, host.since, host.down_at = False, datetime.now(UTC), time.monotonic()
         detail = "its Ray node is gone"
         event = HostDownEvent(host=host.name, at=host.since, detail=detail)
-        self._journal.mirror([], [], [event], {})
+        self._journal.mirror([], [], [event], self._hosts_meta())
         log.warning("host down", host=host.name)
 
     def _give_up(self, host: _Host) -> None:
@@ -324,10 +359,9 @@ class Coordinator:
         ]
         pending = self._pending.setdefault(host.name, [])
         pending.extend(info.session_id for info in lost)
-        self._journal.mirror(
-            rows, [], events, {"verdicts": json.dumps(self._pending)}, lambda: self._keep(rows, [])
-        )
         host.given_up = True
+        meta = {"verdicts": json.dumps(self._pending)} | self._hosts_meta()
+        self._journal.mirror(rows, [], events, meta, lambda: self._keep(rows, []))
         log.warning("host lost; its sessions failed", host=host.name, sessions=len(lost))
 
     # -- pulling a host's journal -----------------------------------------------------------
@@ -342,20 +376,25 @@ class Coordinator:
                 if fresh:
                     cursor = self._greet(host, cursor)
                     fresh = False
+                if self._pending.get(name):
+                    self._deliver_verdicts(host)
                 batch = ray.get(
                     host.handle.pull.remote(cursor, _PULL_BATCH, _PULL_WAIT), timeout=_CALL_TIMEOUT
                 )
-            except ray.exceptions.RayError as exc:
-                log.debug("host out of reach", host=name, error=type(exc).__name__)
+                if batch["cursor"] > cursor:
+                    self._record(name, batch)
+                    cursor = batch["cursor"]
+                    self._stop.wait(LINGER)
+            except Exception as exc:  # a host away, or worse: this thread must go on
+                if isinstance(exc, ray.exceptions.RayError):
+                    log.debug("host out of reach", host=name, error=type(exc).__name__)
+                else:
+                    log.exception("pulling a host's journal failed; trying again", host=name)
                 fresh = True
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 1.0)
                 continue
             backoff = 0.05
-            if batch["cursor"] > cursor:
-                self._record(name, batch)
-                cursor = batch["cursor"]
-                self._stop.wait(LINGER)
 
     def _greet(self, host: _Host, cursor: int) -> int:
         """A host (re)reached: learn its limits, give it the verdicts it missed; return the
@@ -373,22 +412,26 @@ class Coordinator:
                 f"cursor:{host.name}": str(cursor),
             }
             self._journal.mirror([], [], [], meta)
+        return cursor
+
+    def _deliver_verdicts(self, host: _Host) -> None:
+        """Tell a host which of its sessions the cluster gave up while it was away; it
+        stops their agents and records them so. Kept (and sent again) until it has."""
         with self._lock:
             pending = list(self._pending.get(host.name, ()))
-        if pending:
-            detail = f"host {host.name} was out of reach for {self._timeout:g} s"
-            answer = ray.get(
-                host.handle.give_up.remote(pending, HOST_LOST, detail), timeout=_CALL_TIMEOUT
-            )
-            if answer[0] == "ok":
-                with self._lock:
-                    left = [id_ for id_ in self._pending.get(host.name, ()) if id_ not in pending]
-                    if left:
-                        self._pending[host.name] = left
-                    else:
-                        self._pending.pop(host.name, None)
-                    self._save_meta()
-        return cursor
+        detail = f"host {host.name} was out of reach for {self._timeout:g} s"
+        answer = ray.get(
+            host.handle.give_up.remote(pending, HOST_LOST, detail), timeout=_CALL_TIMEOUT
+        )
+        if answer[0] != "ok":
+            raise HiveError(f"host {host.name} could not apply the verdict: {answer[1]}")
+        with self._lock:
+            left = [id_ for id_ in self._pending.get(host.name, ()) if id_ not in pending]
+            if left:
+                self._pending[host.name] = left
+            else:
+                self._pending.pop(host.name, None)
+            self._save_meta()
 
     def _record(self, name: str, batch: dict[str, Any]) -> None:
         with self._lock:

@@ -114,13 +114,7 @@ class ClusterHive(Topics):
         self._namespace = namespace
         self._closed = False
         self._close_lock = threading.Lock()
-        self._owns_ray = not ray.is_initialized()
-        if self._owns_ray:
-            try:
-                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                where = "any Ray cluster" if address is None else f"the Ray cluster at {address}"
-                raise HiveError(f"cannot join {where}: {exc}") from None
+        _join_ray(address)
         try:
             self._coordinator = CoordinatorActor.options(
                 name=NAME,
@@ -137,8 +131,7 @@ class ClusterHive(Topics):
                 ray.get(self._coordinator.attach.remote(plain, timeout), timeout=_REPLY_TIMEOUT)
             )
         except BaseException:
-            if self._owns_ray:
-                ray.shutdown()
+            _leave_ray()
             raise
         self._root = root
         self._created: str = snapshot["created"]
@@ -218,8 +211,7 @@ class ClusterHive(Topics):
                 subscription.close()
             self._subscriptions.clear()
             self._pump.join(_PULL_WAIT + 5)
-            if self._owns_ray:
-                ray.shutdown()
+            _leave_ray()
 
     # -- hosts ------------------------------------------------------------------------------
 
@@ -306,6 +298,9 @@ class ClusterHive(Topics):
         session_id = _validate.session_id(session_id)
         grace = None if grace is None else _validate.grace(grace)
         host = self._host_of(session_id)
+        known = self._known.get(session_id)
+        if known is not None and _given_up(known):
+            return str(known.status)  # ended, for good: left as it is, as any ended session
         return str(self._call(host, "terminate_session", session_id, grace))
 
     def status(self, session_id: str) -> str:
@@ -369,7 +364,7 @@ class ClusterHive(Topics):
             host = self._host_of(session_id)
             try:
                 ask = partial(self._handle(host).wait.remote, session_id, left)
-                return str(self._send(host, ask))
+                return str(self._send(host, ask, patience=max(left, 0.1)))
             except TimeoutError:
                 pass
             except HostUnavailable:
@@ -472,34 +467,41 @@ class ClusterHive(Topics):
             if self._stop.is_set():
                 return
             try:
-                batch = ray.get(pulled)
-            except ray.exceptions.RayError as exc:
-                log.debug("coordinator out of reach", error=type(exc).__name__)
+                self._apply(ray.get(pulled))
+            except Exception as exc:  # the coordinator away, or worse: the feed must go on
+                if isinstance(exc, ray.exceptions.RayError):
+                    log.debug("coordinator out of reach", error=type(exc).__name__)
+                else:
+                    log.exception("following the cluster's journal failed; trying again")
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 1.0)
                 continue
             backoff = 0.05
-            with self._feed_lock:
-                for session_id, data in batch["infos"].items():
-                    if data is None:
-                        self._forget(session_id)
-                    else:
-                        self._learn(info_from_wire(data))
-                for data in batch["events"]:
-                    event = parse_event(data)
-                    if event.type != "journal.trimmed":
-                        self._bus.publish(event)
-                    self._seq = event.seq
-                self._pulled.update(batch["cursors"])
-            with self._known_changed:
-                self._known_changed.notify_all()
-            if batch["events"]:
-                self._stop.wait(LINGER)
             if time.monotonic() - self._hosts_at >= _HOSTS_EVERY:
                 try:
                     self.hosts()
                 except HiveError:
                     log.debug("could not refresh the hosts")
+
+    def _apply(self, batch: dict[str, Any]) -> None:
+        """One pulled batch: what is known first, then the events, in order; a failure
+        leaves ``_seq`` at the last event published, so the next pull goes on from it."""
+        with self._feed_lock:
+            for session_id, data in batch["infos"].items():
+                if data is None:
+                    self._forget(session_id)
+                else:
+                    self._learn(info_from_wire(data))
+            for data in batch["events"]:
+                event = parse_event(data)
+                if event.type != "journal.trimmed":
+                    self._bus.publish(event)
+                self._seq = event.seq
+            self._pulled.update(batch["cursors"])
+        with self._known_changed:
+            self._known_changed.notify_all()
+        if batch["events"]:
+            self._stop.wait(LINGER)
 
     # -- placement and routing --------------------------------------------------------------
 
@@ -587,14 +589,20 @@ class ClusterHive(Topics):
         call = self._handle(host).call
         return self._send(host, lambda: call.remote(method, args, kwargs), name in _RETRIED)
 
-    def _send(self, host: str, submit: Callable[[], Any], idempotent: bool = True) -> Any:
+    def _send(
+        self,
+        host: str,
+        submit: Callable[[], Any],
+        idempotent: bool = True,
+        patience: float = _RESTART_PATIENCE,
+    ) -> Any:
         """Send one call to a host and return its answer (or raise its error).
 
         While Ray restarts the host in place, an idempotent call is sent again; any other
         raises _MayHaveRun, for its caller to find out. HostUnavailable once the host is
-        down (or still restarting after ``_RESTART_PATIENCE``).
+        down (or still restarting after ``patience`` seconds).
         """
-        deadline = time.monotonic() + _RESTART_PATIENCE
+        deadline = time.monotonic() + patience
         backoff = 0.02
         while True:
             try:
@@ -613,6 +621,10 @@ class ClusterHive(Topics):
                 raise HostUnavailable(host, [(h.name, h.alive) for h in self._hosts])
             time.sleep(backoff)  # Ray is restarting the host in place: give it the moment
             backoff = min(backoff * 2, 0.25)
+
+    def _alive_now(self, host: str) -> bool:
+        """As last heard (no call): for waits that must not ask the coordinator."""
+        return any(h.name == host and h.alive for h in self._hosts)
 
     def _alive(self, host: str) -> bool:
         if time.monotonic() - self._hosts_at >= _HOSTS_EVERY:
@@ -639,10 +651,18 @@ class ClusterHive(Topics):
         return answers
 
     def _coordinator_call(self, method: str, *args: Any) -> Any:
-        try:
-            return ray.get(getattr(self._coordinator, method).remote(*args), timeout=_REPLY_TIMEOUT)
-        except ray.exceptions.RayError as exc:
-            raise HiveError(f"the cluster's coordinator did not answer: {exc}") from None
+        """A read from the coordinator, sent again while Ray restarts it."""
+        deadline = time.monotonic() + _RESTART_PATIENCE
+        while True:
+            try:
+                call = getattr(self._coordinator, method)
+                return ray.get(call.remote(*args), timeout=_REPLY_TIMEOUT)
+            except ray.exceptions.ActorUnavailableError:
+                if time.monotonic() >= deadline:
+                    raise HiveError("the cluster's coordinator is restarting still") from None
+                time.sleep(0.05)
+            except ray.exceptions.RayError as exc:
+                raise HiveError(f"the cluster's coordinator did not answer: {exc}") from None
 
     def _check_open(self) -> None:
         if self._closed:
@@ -682,6 +702,35 @@ class _MayHaveRun(HiveError):
 
 
 _LIVE = frozenset({Status.STARTING, Status.RUNNING, Status.STOPPING})
+
+
+_ray_users = 0
+"""Front ends of this process that joined Ray themselves: the last to close leaves it."""
+_ray_lock = threading.Lock()
+
+
+def _join_ray(address: str | None) -> None:
+    global _ray_users  # noqa: PLW0603 - one connection per process, as Ray has it
+    with _ray_lock:
+        if _ray_users == 0 and ray.is_initialized():
+            return  # the caller's own connection: theirs to close
+        if _ray_users == 0:
+            try:
+                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                where = "any Ray cluster" if address is None else f"the Ray cluster at {address}"
+                raise HiveError(f"cannot join {where}: {exc}") from None
+        _ray_users += 1
+
+
+def _leave_ray() -> None:
+    global _ray_users  # noqa: PLW0603
+    with _ray_lock:
+        if _ray_users == 0:
+            return
+        _ray_users -= 1
+        if _ray_users == 0:
+            ray.shutdown()
 
 
 def _given_up(info: SessionInfo) -> bool:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -30,6 +32,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 import ray
 from ray._private import ray_constants
 from ray.cluster_utils import Cluster
+
+from hive_actors._process import read_small
 
 LOOPBACK = "127.0.0.1"
 HEALTH_CHECKS = {
@@ -64,6 +68,29 @@ class LocalCluster:
         self._cluster.remove_node(self.nodes.pop(host), allow_graceful=False)
 
 
+def _kill_all_with(marker: bytes, patience: float = 10.0) -> None:
+    """SIGKILL every process whose environment holds ``marker`` (each process of the
+    cluster inherited its RAY_TMPDIR), until none is left or ``patience`` s passed."""
+    deadline = time.monotonic() + patience
+    while (left := _processes_with(marker)) and time.monotonic() < deadline:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)  # for the kernel to take them away; bounded by patience
+
+
+def _processes_with(marker: bytes) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker in read_small(f"/proc/{entry.name}/environ"):
+                    found.append(int(entry.name))
+            except OSError:  # gone meanwhile, or a zombie's, or not ours to read
+                continue
+    return found
+
+
 @contextlib.contextmanager
 def local_cluster(hosts: Iterable[str] = ("a", "b"), cpus: int = 2) -> Iterator[LocalCluster]:
     """Start the cluster and join it (``ray.init``); leave and remove every trace on exit."""
@@ -96,6 +123,9 @@ def local_cluster(hosts: Iterable[str] = ("a", "b"), cpus: int = 2) -> Iterator[
         ray.shutdown()
         if cluster is not None:
             cluster.shutdown()
+        # Whatever of the cluster still runs (a worker of a node removed earlier, an
+        # agent) would write into the temp dir after it is removed: none may outlive it.
+        _kill_all_with(f"RAY_TMPDIR={temp}".encode())
         if previous is None:
             os.environ.pop("RAY_TMPDIR", None)
         else:

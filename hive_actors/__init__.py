@@ -21,9 +21,11 @@ from hive_actors.errors import (
     InvalidInput,
     InvalidMetadata,
     InvalidPriority,
+    InvalidRepository,
     InvalidSessionId,
     InvalidTask,
     InvalidTransition,
+    PortsExhausted,
     ReadOnlyState,
     RestartIntensityExceeded,
     RootInUse,
@@ -34,6 +36,7 @@ from hive_actors.errors import (
 if TYPE_CHECKING:
     from hive_actors._config import DEFAULT_COMMAND, HiveConfig
     from hive_actors._events import EventStream, Subscription
+    from hive_actors._git import Changes, Commit, FileChange
     from hive_actors._hive import ExecuteResult, Hive, HiveStats, SessionContext
     from hive_actors._models import (
         ContextMessageEvent,
@@ -58,6 +61,9 @@ __version__ = "0.1.0"
 
 # The rest load on first use, so `hivectl` (which imports this package) starts fast.
 _LAZY: dict[str, str] = {
+    "Changes": "hive_actors._git",
+    "Commit": "hive_actors._git",
+    "FileChange": "hive_actors._git",
     "ContextMessageEvent": "hive_actors._models",
     "DEFAULT_COMMAND": "hive_actors._config",
     "Event": "hive_actors._models",
@@ -102,6 +108,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "Changes",
+    "Commit",
     "ContextMessageEvent",
     "CorruptState",
     "DEFAULT_COMMAND",
@@ -109,6 +117,7 @@ __all__ = [
     "EventBase",
     "EventStream",
     "ExecuteResult",
+    "FileChange",
     "Hive",
     "HiveClosed",
     "HiveConfig",
@@ -125,11 +134,13 @@ __all__ = [
     "InvalidInput",
     "InvalidMetadata",
     "InvalidPriority",
+    "InvalidRepository",
     "InvalidSessionId",
     "InvalidTask",
     "InvalidTransition",
     "JournalTrimmedEvent",
     "NOT_FOUND",
+    "PortsExhausted",
     "ReadOnlyState",
     "RestartIntensityExceeded",
     "RootInUse",

@@ -114,10 +114,49 @@ def _create(options: argparse.Namespace) -> int:
         "restart_limit": options.restart_limit,
         "restart_backoff": options.restart_backoff,
         "host": options.host,
+        # A path of the caller's, made absolute here: the daemon's working dir is not ours.
+        "repo": _validate.repo(options.repo),
+        "ref": options.ref,
+        "setup": None if options.setup is None else _json_list(options.setup, "--setup"),
+        "ports": _not_negative(options, "ports"),
     }
     info = _client(options).call("POST", "/sessions", body=body)
     _out(info["session_id"])
     print(_json(info), file=sys.stderr)
+    return EXIT_OK
+
+
+def _json_list(text: str, option: str) -> list[str]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, list):
+        raise InvalidInput(
+            f'{option} must be a JSON list of strings such as \'["npm", "ci"]\', not {text!r}'
+        )
+    return list(_validate.setup(value))
+
+
+def _diff(options: argparse.Namespace) -> int:
+    changes = _client(options).call("GET", f"/sessions/{_id(options)}/changes")
+    if options.json:
+        _out(_json(changes))
+    else:
+        sys.stdout.write(changes["diff"])
+        sys.stdout.flush()
+        if changes["truncated"]:
+            print(
+                "hivectl: the diff was cut at the daemon's max_diff_bytes; "
+                "the files and counts (--json) are complete",
+                file=sys.stderr,
+            )
+    return EXIT_OK
+
+
+def _remove(options: argparse.Namespace) -> int:
+    params = {"delete_branch": "true"} if options.delete_branch else None
+    _client(options).call("DELETE", f"/sessions/{_id(options)}", params=params)
     return EXIT_OK
 
 
@@ -490,6 +529,28 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one statement per o
     sub.add_argument("--restart-limit", type=int, default=3, metavar="N")
     sub.add_argument("--restart-backoff", type=float, default=1.0, metavar="S")
     sub.add_argument("--host", metavar="NAME", help="on this cluster host (a --ray daemon)")
+    sub.add_argument("--repo", metavar="PATH", help="work in a new git worktree of this repository")
+    sub.add_argument(
+        "--ref", metavar="REF", help="with --repo: start at this branch, tag or commit"
+    )
+    sub.add_argument(
+        "--setup",
+        metavar="JSON",
+        help='a setup step to run first, as a JSON list: \'["npm", "ci"]\'',
+    )
+    sub.add_argument(
+        "--ports", type=int, metavar="N", help="give the session N TCP ports of its own"
+    )
+
+    sub = verb("diff", _diff, "print a session's diff against its base (a session from --repo)")
+    sub.add_argument("session_id", metavar="UUID")
+    sub.add_argument(
+        "--json", action="store_true", help="the whole object: branch, base, commits, files, diff"
+    )
+
+    sub = verb("remove", _remove, "remove an ended session (its worktree; its branch stays)")
+    sub.add_argument("session_id", metavar="UUID")
+    sub.add_argument("--delete-branch", action="store_true", help="delete its branch too")
 
     sub = verb("start", _start, "start a session's agent; extra ARGS go to the agent")
     sub.add_argument("session_id", metavar="UUID")

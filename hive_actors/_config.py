@@ -63,6 +63,19 @@ class HiveConfig(BaseModel):
     """Rotated log files kept per session (``<uuid>.log.1`` is the newest)."""
     maintenance_interval: Annotated[float, Field(gt=0, le=86400)] = 60.0
     """Seconds between housekeeping passes (retention cleanup, log rotation)."""
+    branch_prefix: str = "hive/"
+    """A session made from a repository works on the new branch ``<branch_prefix><short id>``."""
+    max_diff_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = 1024 * 1024
+    """The longest diff ``changes`` returns; a longer one is cut (``truncated``)."""
+    setup: tuple[str, ...] = ()
+    """Default setup step (argv, never a shell), run in the working dir before a session's
+    first run; empty: none."""
+    setup_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    """Seconds a setup step may run; past it the session fails (``setup_timeout``)."""
+    ports_per_session: Annotated[int, Field(ge=0, le=1000)] = 0
+    """Default number of TCP ports a session gets (``HIVE_PORT``, ``HIVE_PORTS``)."""
+    port_range: str = "20000-29999"
+    """Where sessions' ports come from: ``"LOW-HIGH"``, both included."""
     shutdown: Literal["terminate", "leave"] = "terminate"
     """What closing the Hive does to running agents: terminate them (grace period, reason
     ``shutdown``), or leave them running for the next Hive on this root to re-adopt."""
@@ -71,6 +84,27 @@ class HiveConfig(BaseModel):
     @classmethod
     def _check_command(cls, value: object) -> tuple[str, ...]:
         return _validate.command(value)
+
+    @field_validator("setup", mode="before")
+    @classmethod
+    def _check_setup(cls, value: object) -> tuple[str, ...]:
+        return _validate.setup(value)
+
+    @field_validator("branch_prefix")
+    @classmethod
+    def _check_branch_prefix(cls, value: str) -> str:
+        return _validate.branch_prefix(value)
+
+    @field_validator("port_range")
+    @classmethod
+    def _check_port_range(cls, value: str) -> str:
+        _validate.port_range(value)
+        return value
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        """``port_range`` as (low, high), both included."""
+        return _validate.port_range(self.port_range)
 
     @field_validator("root")
     @classmethod
@@ -136,13 +170,16 @@ class HiveConfig(BaseModel):
             raise InvalidConfig("invalid configuration: " + "; ".join(problems)) from None
 
 
+_JSON_LISTS = {"command": '["my-agent", "{task}"]', "setup": '["npm", "ci"]'}
+
+
 def _from_env(variable: str, name: str, raw: str) -> object:
-    if name != "command":
+    example = _JSON_LISTS.get(name)
+    if example is None:
         return raw
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
         raise InvalidConfig(
-            f'{variable} must be a JSON list of strings such as ["my-agent", "{{task}}"], '
-            f"not {raw!r}"
+            f"{variable} must be a JSON list of strings such as {example}, not {raw!r}"
         ) from None

@@ -30,10 +30,12 @@ from hive_actors._models import (
 )
 from hive_actors._paths import LOG_NAME, TOKEN_NAME
 from hive_actors._permissions import private_dir, refused, tighten
+from hive_actors._ports import PortPool
 from hive_actors._process import Sweeper
 from hive_actors._reaper import Reaper
 from hive_actors._registry import Registry
 from hive_actors._runtime import ActorPool
+from hive_actors._secrets import Secrets
 from hive_actors._slots import Slots
 from hive_actors._states import Status, check_transition
 from hive_actors._table import SessionTable
@@ -70,9 +72,14 @@ class HiveCore:
             )
             self.bus.observe(self.metrics.observe)
             self.slots = Slots(config.max_running)
+            self.secrets = Secrets(config.root / "secrets")
+            self.ports = PortPool(*config.ports, held=self._held_ports)
         except BaseException:
             self.lock.release()  # a Hive that did not open leaves the root to the next
             raise
+
+    def _held_ports(self) -> list[int]:
+        return [port for info in self.table.all() if not info.terminal for port in info.ports]
 
     def close(self, leave_running: bool = False) -> None:
         self.pool.shutdown()
@@ -146,23 +153,36 @@ class HiveCore:
         """Record a change that is not a transition (a restart count, say) with its events."""
         return self._write(info.model_copy(update={"updated": self.clock.now()} | changes), events)
 
-    def forget(self, info: SessionInfo) -> None:
-        """Delete an ended session from disk and registry, then announce its removal."""
-        _workspace.remove(_workspace.SessionPaths.of_info(info))
+    def forget(self, info: SessionInfo, delete_branch: bool = False) -> None:
+        """Delete an ended session from disk and registry, then announce its removal.
+
+        A session's worktree is removed from its repository; its branch is kept (the
+        work is never lost by cleanup) unless ``delete_branch``."""
+        _workspace.remove(
+            _workspace.SessionPaths.of_info(info),
+            info.repo,
+            info.branch,
+            delete_branch=delete_branch,
+        )
+        self.secrets.drop(info.session_id)
         event = SessionRemovedEvent(session_id=info.session_id, at=self.clock.now())
         self.registry.delete(info.session_id, [event], lambda: self.table.remove(info.session_id))
 
     def agent_env(self, info: SessionInfo) -> dict[str, str]:
         """The agent's environment: ours, the session's extra variables, then HIVE_*."""
-        return {
+        env = {
             **os.environ,
-            **info.env,
+            **(self.secrets.get(info.session_id) if info.env else {}),
             "HIVE_SESSION_ID": info.session_id,
             "HIVE_SESSION_DIR": info.working_dir,
             "HIVE_OUTPUT_DIR": info.output_dir,
             "HIVE_TASK": info.current_task,
             "HIVE_DB": info.database,
         }
+        if info.ports:
+            env["HIVE_PORT"] = str(info.ports[0])
+            env["HIVE_PORTS"] = ",".join(map(str, info.ports))
+        return env
 
     def _write(self, new: SessionInfo, events: list[EventBase]) -> SessionInfo:
         _workspace.write_info(new.working_dir, new)
@@ -179,6 +199,7 @@ def _tighten(config: HiveConfig) -> None:
         config.root,
         config.sessions_dir,
         config.logs_dir,
+        config.root / "secrets",
         *(Path(registry + end) for end in ("", "-wal", "-shm")),
         config.root / LOG_NAME,
         config.root / TOKEN_NAME,

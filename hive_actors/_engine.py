@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from hive_actors._git import Changes
 from hive_actors._models import Event, HostInfo, SessionInfo
 
 if TYPE_CHECKING:
@@ -43,6 +44,10 @@ class Engine(Protocol):
         idle_timeout: float | None = ...,
         max_lifetime: float | None = ...,
         host: str | None = ...,
+        repo: str | None = ...,
+        ref: str | None = ...,
+        setup: Iterable[str] | None = ...,
+        ports: int | None = ...,
     ) -> str: ...
 
     def start_session(
@@ -69,7 +74,9 @@ class Engine(Protocol):
 
     def cleanup(self, max_age_hours: float = ...) -> list[str]: ...
 
-    def remove_session(self, session_id: str) -> None: ...
+    def remove_session(self, session_id: str, *, delete_branch: bool = ...) -> None: ...
+
+    def changes(self, session_id: str) -> Changes: ...
 
     def send_message(self, session_id: str, role: str, content: str) -> int: ...
 

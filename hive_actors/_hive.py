@@ -19,13 +19,14 @@ import pykka
 import structlog
 from pykka import ThreadingFuture
 
-from hive_actors import _logs, _validate, _workspace
+from hive_actors import _git, _logs, _validate, _workspace
 from hive_actors._clock import Clock, SystemClock
 from hive_actors._config import HiveConfig
 from hive_actors._context import CONTEXT_CALLS, Context
 from hive_actors._core import HiveCore
 from hive_actors._events import EventBus, Journal, Subscription, Topics
 from hive_actors._faults import crash_point
+from hive_actors._git import Changes
 from hive_actors._maintenance import Maintenance
 from hive_actors._manager import SessionManager
 from hive_actors._models import HostInfo, SessionInfo, SessionStatusEvent
@@ -41,6 +42,7 @@ from hive_actors.errors import (
     InvalidInput,
     InvalidTransition,
     SessionNotFound,
+    WorkspaceError,
 )
 
 log = structlog.get_logger(__name__)
@@ -242,6 +244,10 @@ class Hive(Topics):
         idle_timeout: float | None = None,
         max_lifetime: float | None = None,
         host: str | None = None,
+        repo: str | None = None,
+        ref: str | None = None,
+        setup: Iterable[str] | None = None,
+        ports: int | None = None,
     ) -> str:
         """Create a session: its UUID, working dir, ``.swarm/memory.db``, output dir and log.
 
@@ -254,7 +260,16 @@ class Hive(Topics):
         terminates a session not ended that long after creation (defaults: the config's).
         ``host`` names a cluster host (``ClusterHive``): a plain Hive has none, and refuses
         any with HostUnavailable.
-        Returns the new session id. Raises InvalidInput (nothing is created) for bad input.
+        ``repo`` makes the working dir a new git worktree of that local repository on the
+        new branch ``<branch_prefix><short id>``, at ``ref`` (a branch, tag or commit;
+        default the repository's HEAD): see ``changes``. ``setup`` (argv) runs in the
+        working dir before the agent's first run (default the config's ``setup``); ``ports``
+        gives the session that many TCP ports of its own (``HIVE_PORT``, ``HIVE_PORTS``;
+        default ``ports_per_session``). ``env`` values are kept owner-only and never
+        shown: ``SessionInfo.env`` holds their names.
+        Returns the new session id. Raises InvalidInput (nothing is created) for bad input:
+        InvalidRepository for a repository or ref that cannot be used; PortsExhausted
+        when ``port_range`` has no ``ports`` free ports together.
         """
         if host is not None:
             raise HostUnavailable(str(host), [])
@@ -272,6 +287,10 @@ class Hive(Topics):
             restart_backoff=restart_backoff,
             idle_timeout=idle_timeout,
             max_lifetime=max_lifetime,
+            repo=repo,
+            ref=ref,
+            setup=setup,
+            ports=ports,
         )
         session_id = _validate.new_session_id()
         self._make_session(session_id, spec)
@@ -314,6 +333,10 @@ class Hive(Topics):
         restart_backoff: float = 1.0,
         idle_timeout: float | None = None,
         max_lifetime: float | None = None,
+        repo: str | None = None,
+        ref: str | None = None,
+        setup: Iterable[str] | None = None,
+        ports: int | None = None,
     ) -> dict[str, Any]:
         """A new session's settings, each checked: InvalidInput for the first bad one."""
         self._check_open()
@@ -338,34 +361,55 @@ class Hive(Topics):
         if not isinstance(persistent, bool):
             raise InvalidInput(f"persistent must be True or False, not {persistent!r}")
         spec["persistent"] = persistent
+        spec["repo"] = repo = _validate.repo(repo)
+        spec["ref"] = _validate.ref(ref, repo)
+        spec["setup"] = self.config.setup if setup is None else _validate.setup(setup)
+        spec["ports"] = _validate.ports(ports, self.config.ports_per_session)
         return spec
 
     def _make_session(self, session_id: str, spec: dict[str, Any]) -> None:
+        spec = dict(spec)
+        env: dict[str, str] = spec.pop("env")
+        repo, ref = spec.pop("repo"), spec.pop("ref")
+        origin = None if repo is None else _git.resolve(repo, ref)
+        branch = f"{self.config.branch_prefix}{session_id[:8]}" if origin else None
         paths = _workspace.SessionPaths.of(self.config, session_id)
-        now = self._clock.now()
-        info = SessionInfo(
-            session_id=session_id,
-            status=Status.CREATED,
-            created=now,
-            updated=now,
-            working_dir=str(paths.working_dir),
-            output_dir=str(paths.output_dir),
-            database=str(paths.database),
-            log_file=str(paths.log_file),
-            **spec,
-        )
-        _workspace.create(paths)
-        crash_point("create:workspace")
+        ports = self._core.ports.take(spec.pop("ports"))
         try:
-            self._core.register(info)
-        except BaseException:
-            _workspace.remove(paths)
-            raise
+            now = self._clock.now()
+            info = SessionInfo(
+                session_id=session_id,
+                status=Status.CREATED,
+                created=now,
+                updated=now,
+                working_dir=str(paths.working_dir),
+                output_dir=str(paths.output_dir),
+                database=str(paths.database),
+                log_file=str(paths.log_file),
+                env=tuple(env),
+                repo=origin and origin.repo,
+                base=origin and origin.base,
+                branch=branch,
+                setup_done=not spec["setup"],
+                ports=ports,
+                **spec,
+            )
+            _workspace.create(paths, origin, branch or "")
+            crash_point("create:workspace")
+            try:
+                self._core.secrets.put(session_id, env)  # before the session is announced
+                self._core.register(info)
+            except BaseException:
+                self._core.secrets.drop(session_id)
+                _workspace.remove(paths, info.repo, branch, delete_branch=True)
+                raise
+        finally:
+            self._core.ports.settle(ports)  # the table holds them now, or nobody does
         try:
             self._start_child(info, adopt=False)
         except BaseException:
             with contextlib.suppress(HiveError):  # closing meanwhile: recovery sees to it
-                self._core.forget(info)
+                self._core.forget(info, delete_branch=True)
             raise
 
     def start_session(
@@ -478,6 +522,15 @@ class Hive(Topics):
         limit = int(_validate.bounded(limit, "limit", 1, 16 * 1024 * 1024, True))
         return _logs.read_from(Path(self._info(session_id).log_file), offset, limit)
 
+    def changes(self, session_id: str) -> Changes:
+        """What a session made from a repository did: its branch, base, commits, the files
+        that differ from base (committed or not) and the diff (cut at ``max_diff_bytes``).
+
+        Works while it runs and after it ended. InvalidInput for a session that has no
+        repository; WorkspaceError when its worktree or repository is gone.
+        """
+        return _changes(self._info(session_id), self.config.max_diff_bytes)
+
     def hosts(self) -> list[HostInfo]:
         """A cluster's hosts (``ClusterHive``); a plain Hive is no cluster: none."""
         self._check_open()
@@ -520,18 +573,21 @@ class Hive(Topics):
                     removed.append(info.session_id)
         return removed
 
-    def remove_session(self, session_id: str) -> None:
+    def remove_session(self, session_id: str, *, delete_branch: bool = False) -> None:
         """Remove one ended session now: its dirs and log go, ``session.removed`` is
         announced, the next housekeeping pass trims its other events from the journal.
-        InvalidTransition while it is live (terminate it first), SessionNotFound for an
-        unknown id."""
+        A session from a repository has its worktree removed and its branch kept, unless
+        ``delete_branch``. InvalidTransition while it is live (terminate it first),
+        SessionNotFound for an unknown id."""
+        if not isinstance(delete_branch, bool):
+            raise InvalidInput(f"delete_branch must be True or False, not {delete_branch!r}")
         with self._cleanup_lock:
             info = self._info(session_id)  # checks the hive is open and the id is valid
             if info.status not in TERMINAL:
                 raise InvalidTransition(
                     info.session_id, info.status, "removed", TRANSITIONS[info.status]
                 )
-            self._core.forget(info)
+            self._core.forget(info, delete_branch)
 
     def execute(
         self,
@@ -796,6 +852,21 @@ class SessionContext:
         """History, active files and index in one dict whose JSON fits ``budget`` chars."""
         result: dict[str, Any] = self._call("build_context", budget)
         return result
+
+
+def _changes(info: SessionInfo, max_bytes: int) -> Changes:
+    if info.repo is None or info.base is None or info.branch is None:
+        raise InvalidInput(
+            f"session {info.session_id} was not made from a repository (repo=): "
+            "it has no branch and no changes to show"
+        )
+    try:
+        return _git.changes(
+            info.session_id, Path(info.working_dir), info.base, info.branch, max_bytes
+        )
+    except (_git.GitFailed, OSError) as exc:
+        cause = OSError(getattr(exc, "errno", None), getattr(exc, "stderr", None) or str(exc))
+        raise WorkspaceError(info.working_dir, cause, action="read the changes in") from None
 
 
 def _optional_seconds(value: object, default: float | None, name: str) -> float | None:

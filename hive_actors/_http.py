@@ -32,7 +32,9 @@ from hive_actors.errors import (
     HiveError,
     HostUnavailable,
     InvalidInput,
+    InvalidRepository,
     InvalidTransition,
+    PortsExhausted,
     SessionNotFound,
 )
 
@@ -49,6 +51,7 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (InvalidInput, 422, "invalid_input"),
     (InvalidTransition, 409, "invalid_transition"),
     (HostUnavailable, 409, "host_unavailable"),
+    (PortsExhausted, 409, "ports_exhausted"),
     (HiveClosed, 503, "shutting_down"),
     (HiveError, 500, "hive_error"),
 ]
@@ -72,6 +75,15 @@ class CreateBody(_Body):
     restart_backoff: float = 1.0
     host: str | None = None
     """A cluster host's name (a daemon serving a Ray cluster); else the least loaded."""
+    repo: str | None = None
+    """An absolute path to a git repository on the daemon's machine (the host's, on a
+    cluster): the session's working dir is a new worktree of it, on its own branch."""
+    ref: str | None = None
+    """The branch, tag or commit the worktree starts at; default the repository's HEAD."""
+    setup: list[str] | None = None
+    """The setup step (argv) run before the agent's first run; default the daemon's."""
+    ports: int | None = None
+    """TCP ports of its own (``HIVE_PORT``, ``HIVE_PORTS``); default ``ports_per_session``."""
 
 
 class StartBody(_Body):
@@ -200,6 +212,16 @@ def _daemon_routes(app: FastAPI, hive: Engine, shutdown: Callable[[], None]) -> 
         return {"status": "shutting_down"}
 
 
+def _absolute(repo: str | None) -> str | None:
+    """A repository path from a client: absolute, since the daemon's working dir is not
+    the client's."""
+    if repo is not None and not os.path.isabs(repo):
+        raise InvalidRepository(
+            f"repo must be an absolute path on the daemon's machine, not {repo!r}"
+        )
+    return repo
+
+
 def _session_routes(app: FastAPI, hive: Engine, stopping: asyncio.Event) -> None:
 
     @app.post("/sessions", response_model=SessionInfo, status_code=201, tags=["sessions"])
@@ -218,6 +240,10 @@ def _session_routes(app: FastAPI, hive: Engine, stopping: asyncio.Event) -> None
             restart_limit=body.restart_limit,
             restart_backoff=body.restart_backoff,
             host=body.host,
+            repo=_absolute(body.repo),
+            ref=body.ref,
+            setup=body.setup,
+            ports=body.ports,
         )
         return hive.get_session_info(session_id)
 
@@ -286,10 +312,17 @@ def _session_routes(app: FastAPI, hive: Engine, stopping: asyncio.Event) -> None
         )
 
     @app.delete("/sessions/{session_id}", status_code=204, tags=["sessions"])
-    def remove(session_id: str) -> Response:
-        """Remove one ended session (409 while it is live: terminate it first)."""
-        hive.remove_session(session_id)
+    def remove(session_id: str, delete_branch: bool = False) -> Response:
+        """Remove one ended session (409 while it is live: terminate it first). A worktree
+        is removed from its repository; its branch is kept unless ``delete_branch``."""
+        hive.remove_session(session_id, delete_branch=delete_branch)
         return Response(status_code=204)
+
+    @app.get("/sessions/{session_id}/changes", tags=["sessions"])
+    def changes(session_id: str) -> dict[str, Any]:
+        """A session from a repository: its branch, base, commits, changed files and diff
+        against base (uncommitted changes included; ``truncated`` past max_diff_bytes)."""
+        return hive.changes(session_id).to_json_dict()
 
     @app.post("/cleanup", tags=["sessions"])
     def cleanup(body: CleanupBody | None = None) -> dict[str, Any]:

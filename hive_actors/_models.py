@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PlainSerializer,
+    PrivateAttr,
+    TypeAdapter,
+    model_validator,
+)
 
 from hive_actors._states import TERMINAL, Status
 
@@ -71,7 +80,45 @@ class SessionInfo(BaseModel):
 
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
-    env: dict[str, str] = Field(default_factory=dict)
+    env: tuple[str, ...] = ()
+    """The names of the session's extra environment variables. Their values can be
+    credentials: they are kept apart, owner-only, and never shown."""
+    repo: str | None = None
+    """The git repository the session's working dir is a worktree of (None: a plain dir)."""
+    base: str | None = None
+    """The full sha of the commit the worktree started from."""
+    branch: str | None = None
+    """The branch the session works on (``<branch_prefix><short id>``), kept after cleanup."""
+    setup: tuple[str, ...] = ()
+    """The setup step (argv) run before the agent's first run; empty: none."""
+    setup_done: bool = False
+    """The setup step succeeded (or there is none to run)."""
+    ports: tuple[int, ...] = ()
+    """The session's own TCP ports (``HIVE_PORT`` is the first, ``HIVE_PORTS`` all)."""
+
+    _legacy_env: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _env_names_only(cls, data: Any, handler: ModelWrapValidatorHandler[SessionInfo]) -> Any:
+        """A row written before env values were kept apart holds them: keep only their
+        names, and the values aside for the Hive to move (``legacy_env``)."""
+        values = data.get("env") if isinstance(data, dict) else None
+        if not isinstance(values, dict):
+            return handler(data)
+        info = handler({**data, "env": sorted(values)})
+        info._legacy_env = {str(name): str(value) for name, value in values.items()}
+        return info
+
+    @property
+    def legacy_env(self) -> dict[str, str]:
+        """Env values found in an old row or session.json (moved away once read)."""
+        return self._legacy_env
+
+    @property
+    def setting_up(self) -> bool:
+        """The next process of the session is its setup step, not the agent."""
+        return bool(self.setup) and not self.setup_done
 
     @property
     def terminal(self) -> bool:

@@ -189,11 +189,17 @@ class AgentProcess:
         env: Mapping[str, str],
         log_file: Path,
         status_file: Path,
+        header: str | None = None,
     ) -> AgentProcess:
-        """Start the agent under the shim; OSError if it cannot be started."""
+        """Start the agent under the shim; OSError if it cannot be started.
+
+        ``header`` is written to the log first (a line saying what runs: the setup step)."""
         resolve_program(argv[0], env)
         try:  # owner-only, if it has to be made again
             log = open(log_file, "ab", opener=open_private)  # noqa: SIM115 - closed below
+            if header is not None:
+                log.write(header.encode(errors="replace"))
+                log.flush()
         except OSError as exc:
             raise LogUnavailable(log_file, exc) from exc
         _live_runs[session_id] = run  # before the fork: see Sweeper

@@ -51,14 +51,17 @@ StartChild = Callable[[SessionInfo, bool], None]
 
 def recover(core: HiveCore, start_child: StartChild) -> None:
     """Load every session from the registry and reconcile the unsettled ones."""
-    for info in core.registry.sessions():
+    for row in core.registry.sessions():
+        info = _move_env_values(core, row) if row.legacy_env else row
         core.table.put(info)
         _check_mirror(info)
     _report_unregistered(core)
     unsettled = [info for info in core.table.all() if info.status not in TERMINAL]
     settling = [info for info in unsettled if info.status not in RESUMABLE]
     outcomes = {
-        info.session_id: read_status(status_file(Path(info.working_dir), info.runs))
+        info.session_id: None
+        if info.setting_up
+        else read_status(status_file(Path(info.working_dir), info.runs))
         for info in settling
     }
     alive = {  # the shim lives on: its agent is re-adopted
@@ -66,7 +69,9 @@ def recover(core: HiveCore, start_child: StartChild) -> None:
         for info in settling
         if outcomes[info.session_id] is None
         and info.pid is not None
-        and process_start_time(info.pid) == info.pid_start
+        # A setup step is re-adopted whatever became of it: how it ended (recorded,
+        # or lost) decides whether the agent's first run starts, as if watched.
+        and (info.setting_up or process_start_time(info.pid) == info.pid_start)
     }
     # Every other run is over, or watched by no shim: what it left would run on unwatched,
     # or run twice once the session starts again. A shim that wrote its status between
@@ -100,6 +105,18 @@ def recover(core: HiveCore, start_child: StartChild) -> None:
                 pid=None,
                 recovered=True,
             )
+
+
+def _move_env_values(core: HiveCore, info: SessionInfo) -> SessionInfo:
+    """A row an older hive_actors wrote holds the session's env values: keep them apart,
+    owner-only, and rewrite the row and session.json with their names only."""
+    core.secrets.put(info.session_id, info.legacy_env)
+    info = SessionInfo.model_validate(info.model_dump())  # without the values
+    if Path(info.working_dir).is_dir():
+        _workspace.write_info(info.working_dir, info)
+    core.registry.update(info, [])
+    log.info("session env values moved out of its row", session_id=info.session_id)
+    return info
 
 
 def _describe_lost(info: SessionInfo, killed: list[int]) -> str:

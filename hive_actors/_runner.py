@@ -7,6 +7,7 @@ Exits are seen by the Reaper and told straight to the session's supervisor.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ class Spawn:
     run: int
     argv: tuple[str, ...]
     env: dict[str, str]
+    setup: bool = False
+    """The session's setup step, not its agent: its own status file, a header in the log."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,7 @@ class Adopt:
     run: int
     pid: int
     start_time: int | None
+    setup: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +74,10 @@ class Exited:
     """Why nobody knows it, when a hive watched the run (its shim was killed)."""
 
 
-def status_file(working_dir: Path, run: int) -> Path:
-    """Where the shim of run ``run`` writes the agent's exit status."""
-    return working_dir / ".hive" / f"run-{run}.exit"
+def status_file(working_dir: Path, run: int, setup: bool = False) -> Path:
+    """Where the shim of run ``run`` writes the agent's exit status (or the setup
+    step's: it runs once per session, before the first run)."""
+    return working_dir / ".hive" / ("setup.exit" if setup else f"run-{run}.exit")
 
 
 class ProcessRunner(Child):
@@ -123,13 +128,15 @@ class ProcessRunner(Child):
                 self._working_dir,
                 message.env,
                 self._log_file,
-                status_file(self._working_dir, message.run),
+                status_file(self._working_dir, message.run, message.setup),
+                header=f"== setup: {shlex.join(message.argv)}\n" if message.setup else None,
             )
         except LogUnavailable as exc:
             self.tell_parent(SpawnFailed(message.run, str(exc.strerror)))
             return
         except OSError as exc:
-            detail = f"cannot start {message.argv[0]!r}: {exc.strerror or exc}"
+            what = f"the setup step {message.argv[0]!r}" if message.setup else repr(message.argv[0])
+            detail = f"cannot start {what}: {exc.strerror or exc}"
             self.tell_parent(SpawnFailed(message.run, detail))
             return
         crash_point("start:spawned")
@@ -147,7 +154,7 @@ class ProcessRunner(Child):
         return report
 
     def _adopt(self, message: Adopt) -> None:
-        status = status_file(self._working_dir, message.run)
+        status = status_file(self._working_dir, message.run, message.setup)
         process = AgentProcess.adopt(
             self._session_id, message.run, message.pid, message.start_time, status
         )

@@ -20,6 +20,7 @@ import contextlib
 import queue
 import signal
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -81,6 +82,11 @@ class _IdleExpired:
 @dataclass(frozen=True, slots=True)
 class _LifetimeExpired:
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class _SetupTimedOut:
+    run: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +196,11 @@ class SessionSupervisor(Child):
         if info.status is Status.STOPPING:
             outcome = Status.FAILED if info.reason == "restart_intensity" else Status.TERMINATED
             self._stopping = _Stopping(outcome, info.reason or "requested", info.detail)
-        self._children["runner"].tell(Adopt(info.runs, info.pid, info.pid_start))
+        self._children["runner"].tell(Adopt(info.runs, info.pid, info.pid_start, info.setting_up))
         if self._stopping is not None:
             self._signal_stop(self._core.config.grace_period)
+        elif info.setting_up:
+            self._arm_setup_timeout(since=info.updated)
 
     def on_stop(self) -> None:
         self._cancel_timers()
@@ -242,6 +250,8 @@ class SessionSupervisor(Child):
                 self._on_idle_expired()
             case _LifetimeExpired():
                 self._on_lifetime_expired()
+            case _SetupTimedOut(run) if run == self._run:
+                self._on_setup_timed_out()
             case TerminateRequest():
                 self._on_terminate_request(message)
             case ContextRequest(call):
@@ -321,11 +331,17 @@ class SessionSupervisor(Child):
         self._respawn()
 
     def _respawn(self) -> None:
-        """Spawn run ``self._run`` (the STARTING transition is already recorded)."""
+        """Spawn run ``self._run`` (the STARTING transition is already recorded), or the
+        setup step before it."""
         self._restart_timer = None
+        self._child("runner").tell(self._spawn_message())
+
+    def _spawn_message(self) -> Spawn:
         info = self._info
-        argv = tuple(build_argv(info.command, info.current_task, info.args))
-        self._child("runner").tell(Spawn(self._run, argv, self._core.agent_env(info)))
+        env = self._core.agent_env(info)
+        if info.setting_up:
+            return Spawn(self._run, info.setup, env, setup=True)
+        return Spawn(self._run, tuple(build_argv(info.command, info.current_task, info.args)), env)
 
     def _later(self, delay: float, message: Any) -> TimerHandle:
         """Tell ourselves ``message`` after ``delay`` seconds of the hive's clock."""
@@ -412,7 +428,11 @@ class SessionSupervisor(Child):
     # -- the agent's run --------------------------------------------------------------------
 
     def _on_spawned(self, pid: int, start_time: int | None) -> None:
-        if self._info.status is Status.STARTING:
+        if self._info.setting_up:  # the session stays starting while its setup runs
+            self._info = self._core.note(self._info, [], pid=pid, pid_start=start_time)
+            if self._stopping is None:
+                self._arm_setup_timeout()
+        elif self._info.status is Status.STARTING:
             self._info = self._core.commit(
                 self._info,
                 Status.RUNNING,
@@ -428,12 +448,18 @@ class SessionSupervisor(Child):
         self._settle_pending()
 
     def _on_spawn_failed(self, detail: str) -> None:
-        if self._stopping is not None:
-            self._finish(self._stopping.outcome, self._stopping.reason, detail, runs=self._run)
+        if self._stopping is None and self._info.setting_up:
+            self._finish(Status.FAILED, "setup_failed", detail)
+        elif self._stopping is not None:
+            runs = self._info.runs if self._info.setting_up else self._run
+            self._finish(self._stopping.outcome, self._stopping.reason, detail, runs=runs)
         elif self._info.status is Status.STARTING:
             self._finish(Status.FAILED, "spawn_error", detail, runs=self._run)
 
     def _on_exited(self, code: int | None, lost_detail: str | None) -> None:
+        if self._info.setting_up:
+            self._on_setup_exited(code, lost_detail)
+            return
         if self._info.status is Status.STARTING:  # cannot happen: Spawned is told first
             log.warning("exit before spawn was confirmed", session_id=self._id)
             self._info = self._core.commit(self._info, Status.RUNNING, reason="spawned")
@@ -457,6 +483,38 @@ class SessionSupervisor(Child):
         else:
             reason = "signal" if killed_by_signal(code) else "exit_code"
             self._finish(Status.FAILED, reason, detail, exit_code=code)
+
+    # -- the setup step -----------------------------------------------------------------
+
+    def _arm_setup_timeout(self, since: datetime | None = None) -> None:
+        """Time the setup step out after ``setup_timeout`` s (from ``since``: re-adopted)."""
+        timeout = self._core.config.setup_timeout
+        if timeout is not None:
+            spent = 0.0 if since is None else (self._core.clock.now() - since).total_seconds()
+            self._later(max(0.0, timeout - spent), _SetupTimedOut(self._run))
+
+    def _on_setup_timed_out(self) -> None:
+        if self._info.setting_up and self._info.status is Status.STARTING:
+            timeout = self._core.config.setup_timeout
+            detail = f"the setup step ran past its setup_timeout of {timeout:g} s"
+            self._begin_stop(Status.FAILED, "setup_timeout", detail, self._core.config.grace_period)
+
+    def _on_setup_exited(self, code: int | None, lost_detail: str | None) -> None:
+        """The setup step ended: on success the agent's first run starts, else the
+        session fails and the agent never runs."""
+        detail = lost_detail or f"the setup step {describe_exit(code)}"
+        if self._stopping is not None:
+            stop = self._stopping
+            self._finish(stop.outcome, stop.reason, stop.detail or detail, exit_code=code)
+        elif code == 0:
+            # A setup timeout still armed finds the session past its setup: it is ignored.
+            self._info = self._core.note(self._info, [], setup_done=True, pid=None, pid_start=None)
+            self._run = self._info.runs + 1
+            self._respawn()
+        elif code is None:
+            self._finish(Status.FAILED, "lost", detail, exit_code=None)
+        else:
+            self._finish(Status.FAILED, "setup_failed", detail, exit_code=code)
 
     def _begin_stop(
         self,
@@ -577,8 +635,7 @@ class SessionSupervisor(Child):
             and self._stopping is None
             and self._core.reaper.find(self._id) is None
         ):
-            argv = tuple(build_argv(info.command, info.current_task, info.args))
-            self._children["runner"].tell(Spawn(self._run, argv, self._core.agent_env(info)))
+            self._children["runner"].tell(self._spawn_message())
 
     def _cancel_restart(self) -> bool:
         if self._restart_timer is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,7 @@ from hive_actors.errors import (
     InvalidInput,
     InvalidMetadata,
     InvalidPriority,
+    InvalidRepository,
     InvalidSessionId,
     InvalidTask,
 )
@@ -36,7 +38,15 @@ MAX_ROLE_CHARS = 128
 _SESSION_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED_ENV = frozenset(
-    {"HIVE_SESSION_ID", "HIVE_SESSION_DIR", "HIVE_OUTPUT_DIR", "HIVE_TASK", "HIVE_DB"}
+    {
+        "HIVE_SESSION_ID",
+        "HIVE_SESSION_DIR",
+        "HIVE_OUTPUT_DIR",
+        "HIVE_TASK",
+        "HIVE_DB",
+        "HIVE_PORT",
+        "HIVE_PORTS",
+    }
 )
 
 
@@ -180,6 +190,79 @@ def command(value: object) -> tuple[str, ...]:
     if not items[0]:
         raise InvalidCommand("command[0] is empty; it must name the program to run")
     return items
+
+
+def setup(value: object) -> tuple[str, ...]:
+    """A setup step: a list of strings (argv, never a shell line); empty for none."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise InvalidCommand(
+            f'setup must be a list of strings such as ["npm", "ci"] (or [] for none), not {value!r}'
+        )
+    items = tuple(
+        _argv_string(item, f"setup[{index}]", MAX_ARG_BYTES, InvalidCommand)
+        for index, item in enumerate(value)
+    )
+    if items and not items[0]:
+        raise InvalidCommand("setup[0] is empty; it must name the program to run")
+    return items
+
+
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock/")
+
+
+def branch_prefix(value: object) -> str:
+    """The start of a session branch's name: what git accepts in a branch name."""
+    if (
+        not isinstance(value, str)
+        or _REF_FORBIDDEN.search(value)
+        or value.startswith(("-", "/", "."))
+    ):
+        raise InvalidConfig(
+            f"branch_prefix {value!r} cannot start a git branch name: no spaces, control "
+            "characters, ~ ^ : ? * [ \\, '..', '@{', '//', and not starting with - / or ."
+        )
+    return value
+
+
+def port_range(value: object) -> tuple[int, int]:
+    """``"LOW-HIGH"``, TCP ports from 1 to 65535, LOW <= HIGH."""
+    match = (
+        re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", value) if isinstance(value, str) else None
+    )
+    low, high = (int(match[1]), int(match[2])) if match else (0, 0)
+    if not 1 <= low <= high <= 65535:
+        raise InvalidConfig(
+            f'port_range must be "LOW-HIGH" with 1 <= LOW <= HIGH <= 65535, such as '
+            f'"20000-29999", not {value!r}'
+        )
+    return low, high
+
+
+def ports(value: object, default: int) -> int:
+    if value is None:
+        return default
+    return int(bounded(value, "ports", 0, 1000, True))
+
+
+def repo(value: object) -> str | None:
+    """A repository's path, made absolute (against this process's working dir)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise InvalidRepository(f"repo must be a path to a git repository, not {value!r}")
+    return os.path.abspath(os.path.expanduser(value))
+
+
+def ref(value: object, repository: str | None) -> str | None:
+    if value is None:
+        return None
+    if repository is None:
+        raise InvalidRepository("ref names a commit of a repository: give repo too")
+    if not isinstance(value, str) or not value.strip() or "\x00" in value or value[0] == "-":
+        raise InvalidRepository(
+            f"ref must name a branch, tag or commit (such as main, v1.2 or a sha), not {value!r}"
+        )
+    return value
 
 
 def args(value: object) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from hive_actors import _git
 from hive_actors._config import HiveConfig
 from hive_actors._models import SessionInfo
 from hive_actors._permissions import PRIVATE_DIR, open_private, private_dir
@@ -62,20 +63,33 @@ class SessionPaths:
         )
 
 
-def create(paths: SessionPaths) -> None:
+def create(paths: SessionPaths, origin: _git.Origin | None = None, branch: str = "") -> None:
     """Make a session's directories, its WAL SQLite file and its empty log, owner-only
     but for an output dir under ``output_root`` (the user's: it follows the umask).
 
-    All or nothing: on any error what was made is removed and the error re-raised.
+    With ``origin``, the working dir is a new worktree of that repository on ``branch``.
+    All or nothing: on any error what was made is removed (the worktree and its branch
+    too) and the error re-raised.
     """
     try:
-        _in_place(lambda: paths.working_dir.mkdir(PRIVATE_DIR), paths.working_dir)  # exclusive
+        if origin is None:
+            _in_place(lambda: paths.working_dir.mkdir(PRIVATE_DIR), paths.working_dir)
+        else:
+            _in_place(
+                lambda: paths.working_dir.parent.mkdir(PRIVATE_DIR, exist_ok=True),
+                paths.working_dir.parent,
+            )
+            _git.add_worktree(origin, paths.working_dir, branch)
+            paths.working_dir.chmod(PRIVATE_DIR)
     except OSError as exc:
+        if origin is not None:
+            remove(paths, origin.repo, branch, delete_branch=True)
         raise WorkspaceError(paths.working_dir, exc) from exc
     try:
         paths.database.parent.mkdir(PRIVATE_DIR)
         create_wal(paths.database)
-        (paths.working_dir / ".hive").mkdir(PRIVATE_DIR)  # the shim's exit status files
+        # the shim's exit status files (made already in a worktree: its excludes file)
+        (paths.working_dir / ".hive").mkdir(PRIVATE_DIR, exist_ok=origin is not None)
         if paths.output_link is None:
             paths.output_dir.mkdir(PRIVATE_DIR)
         else:  # the user's exchange point, where the umask says who may look
@@ -84,10 +98,10 @@ def create(paths: SessionPaths) -> None:
         flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY
         os.close(_in_place(lambda: open_private(paths.log_file, flags), paths.log_file))
     except OSError as exc:
-        remove(paths)
+        remove(paths, origin.repo if origin else None, branch, delete_branch=True)
         raise WorkspaceError(Path(exc.filename or paths.working_dir), exc) from exc
     except BaseException:
-        remove(paths)
+        remove(paths, origin.repo if origin else None, branch, delete_branch=True)
         raise
 
 
@@ -103,12 +117,22 @@ def _in_place(make: Callable[[], T], path: Path) -> T:
         return make()
 
 
-def remove(paths: SessionPaths) -> None:
+def remove(
+    paths: SessionPaths,
+    repo: str | None = None,
+    branch: str | None = None,
+    *,
+    delete_branch: bool = False,
+) -> None:
     """Delete everything a session owns on disk; what is already gone is fine.
 
-    Only directories named after the session are removed, whatever a registry row says.
+    A worktree of ``repo`` is removed from it first (its branch stays, unless
+    ``delete_branch``); a repository that is gone does not stop the rest. Only
+    directories named after the session are removed, whatever a registry row says.
     """
     session_id = paths.working_dir.name
+    if repo is not None:
+        _git.remove_worktree(repo, paths.working_dir, branch, delete_branch)
     shutil.rmtree(paths.working_dir, ignore_errors=True)
     if paths.output_link is not None and paths.output_dir.name == session_id:
         shutil.rmtree(paths.output_dir, ignore_errors=True)

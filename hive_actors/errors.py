@@ -8,7 +8,8 @@
     │   ├── InvalidMetadata
     │   ├── InvalidCommand
     │   ├── InvalidConfig
-    │   └── InvalidContext
+    │   ├── InvalidContext
+    │   └── InvalidRepository
     ├── SessionNotFound (also a LookupError)
     ├── InvalidTransition
     ├── RestartIntensityExceeded
@@ -16,6 +17,7 @@
     ├── RootInUse
     ├── CorruptState
     ├── HostUnavailable
+    ├── PortsExhausted
     └── WorkspaceError (also an OSError)
         └── ReadOnlyState
 
@@ -39,9 +41,11 @@ __all__ = [
     "InvalidInput",
     "InvalidMetadata",
     "InvalidPriority",
+    "InvalidRepository",
     "InvalidSessionId",
     "InvalidTask",
     "InvalidTransition",
+    "PortsExhausted",
     "ReadOnlyState",
     "RestartIntensityExceeded",
     "RootInUse",
@@ -96,6 +100,12 @@ class InvalidConfig(InvalidInput):
 
 class InvalidContext(InvalidInput):
     """A ContextManager call with a bad role, path, size or budget."""
+
+
+class InvalidRepository(InvalidInput):
+    """A session asked for from a git repository (``repo``/``ref``) that cannot be one:
+    no repository there, an unknown ref, a branch that cannot be made. Nothing was made:
+    no session, no worktree, no branch."""
 
 
 class SessionNotFound(HiveError, LookupError):
@@ -199,6 +209,20 @@ class HostUnavailable(HiveError):
             state = "is not a host of this cluster"
         offer = ", ".join(alive) or "none"
         super().__init__(f"host {host!r} {state}; the hosts alive now: {offer}")
+
+
+class PortsExhausted(HiveError):
+    """A session asked for ports (``ports=N``) and the Hive's ``port_range`` has no N free
+    ones together: live sessions hold them, or something else listens on them. Nothing
+    was created; one comes free when a session holding ports ends."""
+
+    def __init__(self, wanted: int, low: int, high: int, held: int, listening: int) -> None:
+        self.wanted = wanted
+        super().__init__(
+            f"no {wanted} consecutive free port{'s' if wanted != 1 else ''} in port_range "
+            f"{low}-{high}: live sessions hold {held}, other programs listen on {listening}; "
+            "wait for sessions to end, ask for fewer, or widen port_range"
+        )
 
 
 class WorkspaceError(HiveError, OSError):

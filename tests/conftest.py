@@ -428,3 +428,55 @@ def engines(request: pytest.FixtureRequest, hives: Hives) -> Iterator[Engines]:
 def engine(engines: Engines) -> Any:
     """The engine under a contract test: a Hive, or a ClusterHive on the module's cluster."""
     return engines.open()
+
+
+# -- git repositories ----------------------------------------------------------------------
+
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Test Agent",
+    "GIT_AUTHOR_EMAIL": "agent@example.invalid",
+    "GIT_COMMITTER_NAME": "Test Agent",
+    "GIT_COMMITTER_EMAIL": "agent@example.invalid",
+}
+"""Who commits in the tests' repositories (passed as a session's env to agents that commit)."""
+
+
+def git(cwd: Path | str, *args: str) -> str:
+    """Run git in ``cwd`` as a user would (no config of this machine's user); its stdout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(GIT_IDENTITY, GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null")
+    done = subprocess.run(
+        ["git", "-C", str(cwd), *args], capture_output=True, text=True, env=env, check=False
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {done.stderr}")
+    return done.stdout
+
+
+def make_repo(path: Path, files: int = 3) -> Path:
+    """A repository with ``files`` tracked files (``f<i>.txt``, three lines each) in one
+    commit on ``main``, and a tag ``v1`` on it."""
+    path.mkdir(parents=True)
+    git(path, "init", "--quiet", "--initial-branch=main")
+    for index in range(files):
+        (path / f"f{index}.txt").write_text(f"line 1 of {index}\nline 2\nline 3\n")
+    git(path, "add", "--all")
+    git(path, "commit", "--quiet", "-m", "initial")
+    git(path, "tag", "v1")
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "repo")
+
+
+def worktrees(repo: Path) -> list[str]:
+    """The repository's linked worktrees (paths), as git lists them."""
+    lines = git(repo, "worktree", "list", "--porcelain").splitlines()
+    paths = [line.split(" ", 1)[1] for line in lines if line.startswith("worktree ")]
+    return paths[1:]
+
+
+def branches(repo: Path) -> set[str]:
+    return set(git(repo, "branch", "--format=%(refname:short)").split())

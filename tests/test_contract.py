@@ -5,7 +5,9 @@ only at the sessions it made)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from hive_actors import (
     InvalidInput,
     InvalidMetadata,
     InvalidPriority,
+    InvalidRepository,
     InvalidSessionId,
     InvalidTask,
     InvalidTransition,
@@ -24,7 +27,7 @@ from hive_actors import (
 )
 from hive_actors.testing import fake_agent_command
 
-from .conftest import Engines, Recorder
+from .conftest import GIT_IDENTITY, Engines, Recorder, branches, git, worktrees
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
@@ -425,4 +428,225 @@ def test_per_session_command_and_env(engine: Any) -> None:
     assert engine.wait(session_id, timeout=30) == "failed"
     info = engine.get_session_info(session_id)
     assert info.exit_code == 5
-    assert info.env == {"EXTRA": "1"}
+    assert info.env == ("EXTRA",)  # the names only: values can be credentials
+
+
+# -- workspaces: a worktree per session, a setup step, ports, secrets -----------------------
+
+AGENT_WORK = """
+import pathlib, subprocess
+f0 = pathlib.Path("f0.txt")
+f0.write_text(f0.read_text().replace("line 2", "line two"))
+pathlib.Path("new.txt").write_text("new 1\\nnew 2\\n")
+subprocess.run(["git", "add", "f0.txt", "new.txt"], check=True)
+subprocess.run(["git", "commit", "--quiet", "-m", "agent work"], check=True)
+with open("f1.txt", "a") as f1:
+    f1.write("line 4\\n")
+pathlib.Path("u.txt").write_text("untracked\\n")
+"""
+
+
+def test_a_session_from_a_repository_works_in_a_worktree_on_its_own_branch(
+    engine: Any, repo: Path
+) -> None:
+    head = git(repo, "rev-parse", "HEAD").strip()
+    session_id = engine.create_session(
+        "change things",
+        repo=str(repo),
+        command=[sys.executable, "-c", AGENT_WORK],
+        env=GIT_IDENTITY,
+    )
+    info = engine.get_session_info(session_id)
+    assert info.repo == str(repo)
+    assert info.base == head
+    assert info.branch == f"hive/{session_id[:8]}"
+    assert worktrees(repo) == [info.working_dir]
+    assert git(info.working_dir, "rev-parse", "--abbrev-ref", "HEAD").strip() == info.branch
+    assert Path(info.database).is_file()  # .swarm/memory.db, as in any session
+    # hive_actors' own files are nowhere in git's sight, and none landed in the repository
+    assert git(info.working_dir, "status", "--porcelain", "--ignored=no") == ""
+    assert git(repo, "status", "--porcelain", "--ignored") == ""
+
+    engine.start_session(session_id)
+    assert engine.wait(session_id, timeout=30) == "completed"
+    changes = engine.changes(session_id)
+    assert (changes.branch, changes.base) == (info.branch, head)
+    assert [commit.subject for commit in changes.commits] == ["agent work"]
+    assert changes.commits[0].sha == git(info.working_dir, "rev-parse", "HEAD").strip()
+    counts = {f.path: (f.insertions, f.deletions) for f in changes.files}
+    assert counts == {"f0.txt": (1, 1), "f1.txt": (1, 0), "new.txt": (2, 0), "u.txt": (1, 0)}
+    assert "-line 2\n+line two\n" in changes.diff
+    assert "+untracked\n" in changes.diff
+    assert not changes.truncated
+    # reading the changes left the worktree as it was: nothing staged
+    assert git(info.working_dir, "diff", "--cached", "--name-only") == ""
+
+    engine.remove_session(session_id)
+    assert worktrees(repo) == []
+    assert not Path(info.working_dir).exists()
+    assert info.branch in branches(repo)  # the work is kept
+    assert git(repo, "log", "-1", "--format=%s", info.branch).strip() == "agent work"
+
+
+def test_a_session_starts_at_the_ref_it_names_and_can_drop_its_branch(
+    engine: Any, repo: Path
+) -> None:
+    tagged = git(repo, "rev-parse", "v1").strip()
+    (repo / "later.txt").write_text("later\n")
+    git(repo, "add", "later.txt")
+    git(repo, "commit", "--quiet", "-m", "later")
+    session_id = engine.create_session("t", repo=str(repo), ref="v1")
+    info = engine.get_session_info(session_id)
+    assert info.base == tagged  # the full sha, whatever the ref named
+    assert not (Path(info.working_dir) / "later.txt").exists()
+    assert engine.changes(session_id).files == ()
+    engine.terminate_session(session_id)
+    engine.remove_session(session_id, delete_branch=True)
+    assert info.branch not in branches(repo)
+    assert worktrees(repo) == []
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"repo": "{tmp}/nowhere"}, "does not exist"),
+        ({"repo": "{tmp}"}, "not a git repository"),
+        ({"repo": "{repo}", "ref": "no-such-branch"}, "not a branch, tag or commit"),
+        ({"repo": "{repo}", "ref": "HEAD^{{tree}}"}, "names a tree, not a commit"),
+        ({"repo": "{repo}", "ref": "--orphan"}, "must name a branch"),
+        ({"ref": "main"}, "give repo too"),
+    ],
+)
+def test_a_repository_that_cannot_be_used_is_refused_and_nothing_is_made(
+    engine: Any, repo: Path, tmp_path: Path, options: dict[str, str], message: str
+) -> None:
+    options = {k: v.format(tmp=tmp_path, repo=repo) for k, v in options.items()}
+    before = {info.session_id for info in engine.list_sessions()}
+    with pytest.raises(InvalidRepository, match=re.escape(message)):
+        engine.create_session("t", **options)
+    assert {info.session_id for info in engine.list_sessions()} == before
+    assert worktrees(repo) == []
+    assert branches(repo) == {"main"}
+
+
+def test_a_branch_that_cannot_be_made_leaves_nothing(engine: Any, repo: Path) -> None:
+    git(repo, "branch", "hive")  # refs/heads/hive is in the way of every hive/<id>
+    before = {info.session_id for info in engine.list_sessions()}
+    with pytest.raises(InvalidRepository, match="cannot make branch"):
+        engine.create_session("t", repo=str(repo))
+    assert {info.session_id for info in engine.list_sessions()} == before
+    assert worktrees(repo) == []
+    assert branches(repo) == {"main", "hive"}
+    assert git(repo, "worktree", "list").count("\n") == 1
+
+
+SETUP_WRITES = [sys.executable, "-c", "print('installing'); open('ready', 'w').write('yes')"]
+AGENT_NEEDS_SETUP = [
+    sys.executable,
+    "-c",
+    "print('agent sees', open('ready').read())",  # fails unless the setup step made it
+]
+
+
+def test_the_setup_step_runs_before_the_agents_first_run(engine: Any) -> None:
+    session_id = engine.create_session("t", command=AGENT_NEEDS_SETUP, setup=SETUP_WRITES)
+    assert engine.get_session_info(session_id).setup == tuple(SETUP_WRITES)
+    assert engine.start_session(session_id) in ("starting", "running", "completed")
+    assert engine.wait(session_id, timeout=30) == "completed"
+    info = engine.get_session_info(session_id)
+    assert info.setup_done
+    assert info.runs == 1
+    log = Path(info.log_file).read_text()
+    header = f"== setup: {shlex.join(SETUP_WRITES)}\n"
+    assert log.index(header) < log.index("installing\n") < log.index("agent sees yes")
+    seen = statuses(engine, session_id)
+    assert seen == ["created", "starting", "running", "completed"]
+
+
+def test_a_failing_setup_fails_the_session_and_the_agent_never_runs(engine: Any) -> None:
+    session_id = engine.create_session(
+        "t",
+        command=[sys.executable, "-c", "open('agent-ran', 'w')"],
+        setup=[sys.executable, "-c", "import sys; print('npm ERR'); sys.exit(3)"],
+    )
+    engine.start_session(session_id)
+    assert engine.wait(session_id, timeout=30) == "failed"
+    info = engine.get_session_info(session_id)
+    assert (info.reason, info.exit_code) == ("setup_failed", 3)
+    assert info.detail == "the setup step exited with code 3"
+    assert info.runs == 0
+    assert not (Path(info.working_dir) / "agent-ran").exists()
+    assert "npm ERR" in Path(info.log_file).read_text()
+
+
+def test_a_setup_program_that_cannot_start_is_a_setup_failure(engine: Any) -> None:
+    session_id = engine.create_session("t", setup=["/nonexistent/setup-tool"])
+    engine.start_session(session_id)
+    assert engine.wait(session_id, timeout=30) == "failed"
+    info = engine.get_session_info(session_id)
+    assert info.reason == "setup_failed"
+    assert "cannot start the setup step '/nonexistent/setup-tool'" in (info.detail or "")
+
+
+PORTS_TO_OUTPUT = [
+    sys.executable,
+    "-c",
+    "import os; open(os.path.join(os.environ['HIVE_OUTPUT_DIR'], 'ports'), 'w')"
+    ".write(os.environ['HIVE_PORT'] + ' ' + os.environ['HIVE_PORTS'])",
+]
+
+
+def test_a_session_gets_ports_of_its_own(engine: Any) -> None:
+    first = engine.create_session("t", ports=3, command=PORTS_TO_OUTPUT)
+    second = engine.create_session("t", ports=2)
+    plain = engine.create_session("t")
+    ports = engine.get_session_info(first).ports
+    assert len(ports) == 3
+    assert list(ports) == list(range(ports[0], ports[0] + 3))  # one block
+    assert all(20000 <= port <= 29999 for port in ports)
+    assert engine.get_session_info(plain).ports == ()
+    if engine.get_session_info(first).host == engine.get_session_info(second).host:
+        assert not set(ports) & set(engine.get_session_info(second).ports)
+    engine.start_session(first)
+    assert engine.wait(first, timeout=30) == "completed"
+    output = Path(engine.output_dir(first)) / "ports"
+    assert output.read_text() == f"{ports[0]} {','.join(map(str, ports))}"
+
+
+SECRET = "sk-test-0123456789-never-shown"
+CHECKS_SECRET = [
+    sys.executable,
+    "-c",
+    # compared reversed: the command line is shown, and must not hold the secret either
+    f"import os, sys; sys.exit(0 if os.environ.get('API_KEY')[::-1] == {SECRET[::-1]!r} else 7)",
+]
+
+
+def test_env_values_reach_the_agent_and_never_show(engine: Any, engines: Engines) -> None:
+    session_id = engine.create_session(
+        "t",
+        command=CHECKS_SECRET,
+        env={"API_KEY": SECRET},
+        restart="always",
+        restart_limit=1,
+        restart_backoff=0,
+    )
+    engine.start_session(session_id)
+    assert engine.wait(session_id, timeout=30) == "completed"
+    info = engine.get_session_info(session_id)
+    assert info.runs == 2  # the restart used it too
+    assert info.env == ("API_KEY",)
+    shown = [
+        info.model_dump_json(),
+        *(i.model_dump_json() for i in engine.list_sessions()),
+        *(json.dumps(e.to_json_dict()) for e in engine.events(session_id)),
+        engine.metrics().decode(),
+    ]
+    assert not [text for text in shown if SECRET in text]
+    root = Path(info.working_dir).parents[1]
+    holders = [p for p in root.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert [p.relative_to(root).parts[0] for p in holders] == ["secrets"]
+    assert holders[0].stat().st_mode & 0o777 == 0o600
+    assert holders[0].parent.stat().st_mode & 0o777 == 0o700
+    engine.remove_session(session_id)
+    assert not holders[0].exists()

@@ -25,6 +25,7 @@ import structlog
 from hive_actors import _validate
 from hive_actors._config import HiveConfig
 from hive_actors._events import EventBus, Journal, Subscription, Topics
+from hive_actors._git import Changes
 from hive_actors._hive import HiveStats, SessionContext
 from hive_actors._metrics import Metrics
 from hive_actors._models import Event, HostInfo, SessionInfo, parse_event
@@ -68,6 +69,7 @@ _RETRIED = frozenset(
         "list_sessions",
         "log_tail",
         "read_log",
+        "changes",
         "terminate_session",
         "cleanup",
         "stats",
@@ -241,10 +243,16 @@ class ClusterHive(Topics):
         idle_timeout: float | None = None,
         max_lifetime: float | None = None,
         host: str | None = None,
+        repo: str | None = None,
+        ref: str | None = None,
+        setup: Iterable[str] | None = None,
+        ports: int | None = None,
     ) -> str:
         """Hive.create_session, on ``host`` (by name) or on the least-loaded alive host.
 
-        Raises HostUnavailable (nothing created) if ``host`` is down or unknown.
+        ``repo`` is a path on that host (made absolute here, against this process's
+        working dir). Raises HostUnavailable (nothing created) if ``host`` is down or
+        unknown.
         """
         self._check_open()
         # What cannot cross to a host as plain data (a generator, a nesting too deep to
@@ -262,6 +270,10 @@ class ClusterHive(Topics):
             "restart_backoff": restart_backoff,
             "idle_timeout": idle_timeout,
             "max_lifetime": max_lifetime,
+            "repo": _validate.repo(repo),
+            "ref": ref,
+            "setup": None if setup is None else list(_validate.setup(setup)),
+            "ports": ports,
         }
         session_id = _validate.new_session_id()
         name = self._place(host, session_id)
@@ -384,10 +396,17 @@ class ClusterHive(Topics):
         answers = self._each_host("cleanup", max_age_hours)
         return [session_id for removed in answers.values() for session_id in removed]
 
-    def remove_session(self, session_id: str) -> None:
+    def remove_session(self, session_id: str, *, delete_branch: bool = False) -> None:
         """Hive.remove_session, on the session's host."""
         session_id = _validate.session_id(session_id)
-        self._call(self._host_of(session_id), "remove_session", session_id)
+        self._call(
+            self._host_of(session_id), "remove_session", session_id, delete_branch=delete_branch
+        )
+
+    def changes(self, session_id: str) -> Changes:
+        """Hive.changes, read by the session's host (where its worktree is)."""
+        session_id = _validate.session_id(session_id)
+        return Changes.from_json_dict(self._call(self._host_of(session_id), "changes", session_id))
 
     def stats(self) -> HiveStats:
         """Hive.stats summed over the alive hosts; subscribers and last_seq are this front

@@ -22,8 +22,9 @@ from typing import Any
 import ray
 
 from hive_actors._context import CONTEXT_CALLS
+from hive_actors._git import Changes
 from hive_actors._hive import Hive
-from hive_actors._models import Event, JournalTrimmedEvent
+from hive_actors._models import Event, JournalTrimmedEvent, SessionInfo
 from hive_actors.cluster._wire import Reply, error_to_wire, info_to_wire
 from hive_actors.errors import HiveError, SessionNotFound
 
@@ -44,6 +45,7 @@ _CALLS = frozenset(
         "read_log",
         "cleanup",
         "remove_session",
+        "changes",
         "send_message",
         "context",
         "stats",
@@ -139,8 +141,10 @@ class SessionHost:
         return {"events": events, "infos": infos, "cursor": cursor}
 
     def _plain(self, value: Any) -> Any:
-        if hasattr(value, "session_id") and hasattr(value, "to_json_dict"):
+        if isinstance(value, SessionInfo):
             return info_to_wire(value, self.name)
+        if isinstance(value, Changes):
+            return value.to_json_dict()
         if isinstance(value, list):
             return [self._plain(item) for item in value]
         return value

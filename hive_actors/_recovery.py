@@ -51,10 +51,14 @@ StartChild = Callable[[SessionInfo, bool], None]
 
 def recover(core: HiveCore, start_child: StartChild) -> None:
     """Load every session from the registry and reconcile the unsettled ones."""
+    moved = False
     for row in core.registry.sessions():
         info = _move_env_values(core, row) if row.legacy_env else row
+        moved = moved or info is not row
         core.table.put(info)
         _check_mirror(info)
+    if moved:
+        core.registry.scrub()
     _report_unregistered(core)
     unsettled = [info for info in core.table.all() if info.status not in TERMINAL]
     settling = [info for info in unsettled if info.status not in RESUMABLE]

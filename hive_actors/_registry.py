@@ -202,6 +202,13 @@ class Registry:
         with self._lock:
             self._db.close()
 
+    def scrub(self) -> None:
+        """Rebuild the file so that no byte of a replaced row is left in its free space
+        (env values an older hive_actors kept in the rows), the WAL's copy included."""
+        with self._lock:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     @property
     def last_seq(self) -> int:
         return self._last_seq

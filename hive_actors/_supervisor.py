@@ -502,7 +502,8 @@ class SessionSupervisor(Child):
     def _on_setup_exited(self, code: int | None, lost_detail: str | None) -> None:
         """The setup step ended: on success the agent's first run starts, else the
         session fails and the agent never runs."""
-        detail = lost_detail or f"the setup step {describe_exit(code)}"
+        how = describe_exit(code)
+        detail = lost_detail or f"the setup step {'was ' if how.startswith('killed') else ''}{how}"
         if self._stopping is not None:
             stop = self._stopping
             self._finish(stop.outcome, stop.reason, stop.detail or detail, exit_code=code)

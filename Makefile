@@ -1,15 +1,15 @@
 # Two entry points for a fresh machine with only python3 and make:
 #   make demo   installs into .venv and runs a few sessions of the bundled fake agent
 #               (in a temp root it removes after; DEMO_ARGS=--keep keeps it)
-#   make test   installs into .venv (and Debian's chromium, as root, for the browser
-#               tests) and runs lint, types and the whole test suite
+#   make test   installs into .venv (and Debian's git and chromium, as root, for the
+#               workspace and browser tests) and runs lint, types and the whole test suite
 #   make bench  runs the benchmarks (not part of the tests): JSON lines with ratios
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest browser bench clean
+.PHONY: demo test lint typecheck pytest tools browser bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +27,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy hive_actors bench
 
-browser:
-	scripts/install-browser
+tools:
+	scripts/install-tools
 
-pytest: $(STAMP) browser
+browser: tools
+
+pytest: $(STAMP) tools
 	scripts/own-group $(BIN)/pytest
 
 test: lint typecheck pytest

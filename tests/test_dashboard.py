@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Daemon, eventually
+from .conftest import GIT_IDENTITY, Daemon, eventually, git, make_repo
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -250,3 +251,78 @@ def test_the_session_view_says_where_the_journal_was_trimmed(daemon: Daemon, bro
             "earlier events were trimmed from the journal", timeout=WAIT_MS
         )
     assert daemon.cli("terminate", session_id, "--grace", "0").returncode == 0
+
+
+APPEND_AND_COMMIT = """
+import subprocess
+with open("f0.txt", "a") as f0:
+    f0.write("added\\n")
+subprocess.run(["git", "commit", "--quiet", "-am", "append a line"], check=True)
+"""
+
+
+def test_a_session_from_a_repository_shows_its_branch_and_diff(served, page, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    daemon, _url, _token = served
+    source = make_repo(tmp_path / "repo")
+    base = git(source, "rev-parse", "HEAD").strip()
+    asked: list[str] = []  # every /changes request the page makes
+    page.on(
+        "request", lambda request: asked.append(request.url) if "/changes" in request.url else None
+    )
+    with daemon.http() as http:
+        made = http.post(
+            "/sessions",
+            json={
+                "task": "append a line",
+                "repo": str(source),
+                "command": [sys.executable, "-c", APPEND_AND_COMMIT],
+                "env": GIT_IDENTITY,
+                "ports": 1,
+            },
+        )
+        assert made.status_code == 201, made.text
+        session_id, branch, ports = (made.json()[key] for key in ("session_id", "branch", "ports"))
+        plain = http.post("/sessions", json={"task": "no repository"}).json()["session_id"]
+        for each in (session_id, plain):
+            assert http.post(f"/sessions/{each}/start", json={}).status_code == 200
+            waited = http.get(f"/sessions/{each}/wait", params={"timeout": 60}).json()
+            assert waited["status"] == "completed"
+
+    line = row(page, session_id)
+    expect(line).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
+    expect(line.locator("td.branch")).to_have_text(branch)
+    expect(line.locator("td.changes")).to_have_text("1 file +1 \u22120", timeout=WAIT_MS)
+    expect(row(page, plain)).to_have_attribute("data-status", "completed", timeout=WAIT_MS)
+    expect(row(page, plain).locator("td.branch")).to_have_text("")
+    expect(row(page, plain).locator("td.changes")).to_have_text("")
+    page.locator("#text-filter").fill(branch)  # the branch is matched by the text filter
+    expect(page.locator("#shown")).to_have_text("1 of 2")
+    page.locator("#text-filter").fill("")
+
+    line.click()
+    expect(page.locator("#changes")).to_be_visible()
+    expect(page.locator("#changes-summary")).to_contain_text(
+        f"{branch} from {base[:7]}", timeout=WAIT_MS
+    )
+    expect(page.locator("#commits li")).to_have_count(1)
+    expect(page.locator("#commits")).to_contain_text("append a line")
+    expect(page.locator("#changed-files")).to_have_text("f0.txt +1 \u22120")
+    expect(page.locator("#diff")).to_contain_text("+added")
+    expect(page.locator("#diff .add")).to_have_count(1)  # coloured line by line
+    expect(page.locator("#diff .add")).to_contain_text("+added")
+    expect(page.locator("#diff .file").first).to_contain_text("diff --git a/f0.txt b/f0.txt")
+    expect(page.locator("#changes-note")).to_be_hidden()  # nothing was cut
+    meta = page.locator("#meta")
+    expect(meta).to_contain_text(branch)
+    expect(meta).to_contain_text(str(ports[0]))
+    expect(meta).to_contain_text("GIT_AUTHOR_NAME")
+    expect(meta).not_to_contain_text(GIT_IDENTITY["GIT_AUTHOR_NAME"])  # names, never values
+    screenshot(page, "dashboard-changes.png")
+
+    # A session without a repository has no changes panel, and the page never asks for them.
+    row(page, plain).click()
+    expect(page.locator("#detail-title")).to_have_text(plain)
+    expect(page.locator("#changes")).to_be_hidden()
+    expect(page.locator("#log")).to_contain_text("fake_agent", timeout=WAIT_MS)  # asked after
+    assert any(f"/sessions/{session_id}/changes" in url for url in asked)
+    assert not any(f"/sessions/{plain}/" in url for url in asked), asked

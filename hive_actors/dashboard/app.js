@@ -23,6 +23,15 @@ const state = {
   hostsPending: null,    // timer of a pending hosts reload
 };
 
+// A repo session's changes come from git in its worktree: asked for one session at a time,
+// only for rows on screen, and again only once the session's status has moved.
+const changes = {
+  summary: new Map(),    // id -> { files, insertions, deletions } or { error }
+  due: new Set(),        // ids whose summary predates their last status event
+  queue: [],             // ids to ask for, in order; the open session's goes first
+  busy: false,
+};
+
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs = {}, ...children) {
@@ -120,6 +129,10 @@ function applyStatus(event) {
     ...info, status: event.to, updated: event.at, reason: event.reason,
     detail: event.detail, exit_code: event.exit_code ?? info.exit_code, pid: event.pid,
   });
+  if (info.branch) {
+    changes.due.add(event.session_id); // its row asks again once it is on screen
+    if (state.selected && state.selected.id === event.session_id) wantChanges(event.session_id, true);
+  }
   refresh(event.session_id);
   draw();
 }
@@ -136,6 +149,8 @@ function refresh(id) {
 
 function forget(id) {
   state.sessions.delete(id);
+  changes.summary.delete(id);
+  changes.due.delete(id);
   if (state.selected && state.selected.id === id) closeDetail();
   draw();
 }
@@ -184,16 +199,20 @@ function matches(info) {
   if (state.status && info.status !== state.status) return false;
   if (!state.text) return true;
   const haystack = [info.session_id, info.task, info.reason || "", info.detail || "",
-    info.role || "", info.host || "", JSON.stringify(info.metadata || {})].join(" ").toLowerCase();
+    info.role || "", info.host || "", info.branch || "", JSON.stringify(info.metadata || {})]
+    .join(" ").toLowerCase();
   return haystack.includes(state.text);
 }
 
 function drawNow() {
   const all = [...state.sessions.values()].sort((a, b) => (a.created < b.created ? 1 : -1));
   drawCounts(all);
+  document.body.classList.toggle("repos", all.some((info) => info.branch));
   const shown = all.filter(matches);
   const body = document.querySelector("#sessions tbody");
   body.replaceChildren(...shown.map(row));
+  onScreen.disconnect();
+  for (const tr of body.querySelectorAll("tr[data-branch]")) onScreen.observe(tr);
   $("empty").hidden = all.length > 0;
   $("shown").textContent = `${shown.length} of ${all.length}`;
   if (state.selected) drawDetailHead(state.sessions.get(state.selected.id));
@@ -214,10 +233,13 @@ function drawCounts(all) {
 
 function row(info) {
   const tr = el("tr", { "data-id": info.session_id, "data-status": info.status });
+  if (info.branch) tr.dataset.branch = info.branch;
   if (state.selected && state.selected.id === info.session_id) tr.className = "selected";
   tr.append(
     el("td", { class: "id", title: info.session_id, text: info.session_id.slice(0, 8) }),
     el("td", { class: "task", title: info.task, text: info.task }),
+    el("td", { class: "repo-col branch", title: info.repo || "", text: info.branch || "" }),
+    changesCell(info),
     el("td", { class: "host-col", text: info.host || "" }),
     el("td", { text: info.priority }),
     el("td", {}, el("span", { class: `status st-${info.status}`, text: info.status })),
@@ -229,6 +251,32 @@ function row(info) {
   );
   tr.addEventListener("click", () => openDetail(info.session_id));
   return tr;
+}
+
+function changesCell(info) {
+  const cell = el("td", { class: "repo-col changes" });
+  const known = info.branch && changes.summary.get(info.session_id);
+  if (!known) return cell;
+  if (known.error) {
+    cell.title = known.error;
+    cell.textContent = "?";
+  } else if (known.files === 0) {
+    cell.append(el("span", { class: "none", text: "no changes" }));
+  } else {
+    cell.append(...lineCounts(known, plural(known.files, "file")));
+  }
+  return cell;
+}
+
+// "N files +I −D" as text and spans (the counts coloured by their class).
+function lineCounts({ insertions, deletions }, lead) {
+  const parts = lead ? [lead, " "] : [];
+  return [...parts, el("span", { class: "ins", text: `+${insertions}` }), " ",
+    el("span", { class: "del", text: `\u2212${deletions}` })];
+}
+
+function plural(n, noun) {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
 
 function age(iso) {
@@ -245,6 +293,112 @@ function setStatusFilter(value) {
   draw();
 }
 
+// -- a repo session's changes -----------------------------------------------------------
+
+const onScreen = new IntersectionObserver((entries) => {
+  for (const entry of entries) if (entry.isIntersecting) wantChanges(entry.target.dataset.id);
+});
+
+// Ask for a session's changes unless its summary is current; `now` (the open session's)
+// asks again regardless, ahead of the rows. Never for a session without a branch.
+function wantChanges(id, now = false) {
+  const info = state.sessions.get(id);
+  if (!info || !info.branch) return;
+  const queued = changes.queue.indexOf(id);
+  if (now) {
+    if (queued >= 0) changes.queue.splice(queued, 1);
+    changes.queue.unshift(id);
+  } else if (queued < 0 && (!changes.summary.has(id) || changes.due.has(id))) {
+    changes.queue.push(id);
+  }
+  pumpChanges();
+}
+
+async function pumpChanges() {
+  if (changes.busy || !changes.queue.length) return;
+  const id = changes.queue.shift();
+  if (!state.sessions.has(id)) { pumpChanges(); return; }
+  changes.busy = true;
+  changes.due.delete(id); // a status event from now on makes it due again
+  try {
+    const found = await api("GET", `sessions/${id}/changes`);
+    changes.summary.set(id, { files: found.files.length, insertions: found.insertions,
+      deletions: found.deletions });
+    if (state.selected && state.selected.id === id) drawChanges(found);
+  } catch (error) {
+    if (error.status === 404) forget(id);
+    else {
+      // Not retried until its next status event: a worktree that is gone stays gone.
+      changes.summary.set(id, { error: `changes: ${error.message}` });
+      if (state.selected && state.selected.id === id) drawChangesError(error.message);
+    }
+  } finally {
+    changes.busy = false;
+  }
+  draw();
+  pumpChanges();
+}
+
+function resetChanges(info) {
+  $("changes").hidden = !(info && info.branch);
+  $("changes-summary").textContent = info && info.branch ? `${info.branch} (loading)` : "";
+  $("changes-note").hidden = true;
+  $("commits").replaceChildren();
+  $("changed-files").replaceChildren();
+  $("diff").replaceChildren();
+}
+
+function drawChanges(found) {
+  $("changes").hidden = false;
+  $("changes-summary").replaceChildren(`${found.branch} from `,
+    el("code", { title: found.base, text: short(found.base) }), " · ",
+    ...lineCounts(found, plural(found.files.length, "file")));
+  const note = $("changes-note");
+  note.hidden = !found.truncated;
+  note.textContent = found.truncated ? "The diff is cut short at the daemon's max_diff_bytes; "
+    + `\`git diff ${short(found.base)}\` in the session's working dir shows all of it.` : "";
+  $("commits").replaceChildren(...found.commits.map((commit) => el("li", {},
+    el("code", { class: "sha", title: commit.sha, text: short(commit.sha) }), " ", commit.subject)));
+  $("changed-files").replaceChildren(...found.files.map((file) => el("li", {},
+    el("span", { class: "path", text: file.path }), " ",
+    ...(file.binary ? [el("span", { class: "none", text: "binary" })] : lineCounts(file)))));
+  const diff = $("diff");
+  const { scrollTop } = diff;
+  diff.replaceChildren(diffLines(found.diff));
+  diff.scrollTop = scrollTop;
+}
+
+function drawChangesError(message) {
+  const note = $("changes-note");
+  note.hidden = false;
+  note.textContent = `Its changes cannot be read: ${message}`;
+}
+
+// Git's unified diff as one span per line, each classed by what the line is: the diff is
+// the agent's data, so it is only ever set as text.
+function diffLines(text) {
+  const lines = text.split("\n");
+  if (lines[lines.length - 1] === "") lines.pop();
+  const fragment = document.createDocumentFragment();
+  let inHunk = false;
+  for (const line of lines) {
+    let kind;
+    if (line.startsWith("diff ")) { inHunk = false; kind = "file"; }
+    else if (line.startsWith("@@")) { inHunk = true; kind = "hunk"; }
+    else if (!inHunk) kind = "file"; // index, ---, +++, mode and rename lines
+    else if (line.startsWith("+")) kind = "add";
+    else if (line.startsWith("-")) kind = "del";
+    else if (line.startsWith("\\")) kind = "meta"; // \ No newline at end of file
+    else kind = "ctx";
+    fragment.append(el("span", { class: kind, text: `${line}\n` }));
+  }
+  return fragment;
+}
+
+function short(sha) {
+  return (sha || "").slice(0, 7);
+}
+
 // -- the session view ------------------------------------------------------------------
 
 function openDetail(id) {
@@ -256,8 +410,10 @@ function openDetail(id) {
   $("log").textContent = "";
   $("history").replaceChildren();
   $("files").replaceChildren();
+  resetChanges(state.sessions.get(id));
   draw();
   drawDetailHead(state.sessions.get(id));
+  wantChanges(id, true);
   followEvents({ session_id: id }, 0, (event) => onSessionEvent(id, event), abort.signal);
   tailLog(id, abort.signal);
 }
@@ -285,6 +441,10 @@ function drawDetailHead(info) {
     ["pid", info.pid], ["runs", info.runs], ["restarts", info.restarts],
     ["role", info.role], ["persistent", info.persistent], ["restart policy", info.restart_policy],
     ["created", info.created], ["updated", info.updated], ["working dir", info.working_dir],
+    ["repo", info.repo], ["branch", info.branch], ["base", info.base && short(info.base)],
+    ["setup", (info.setup || []).length
+      ? `${info.setup.join(" ")} (${info.setup_done ? "done" : "not run yet"})` : null],
+    ["ports", (info.ports || []).join(", ")], ["env", (info.env || []).join(", ")],
     ["output dir", info.output_dir], ["database", info.database], ["log", info.log_file],
     ["metadata", Object.keys(info.metadata || {}).length ? JSON.stringify(info.metadata) : null],
   ];
@@ -406,6 +566,7 @@ async function connect() {
   const [{ sessions }, { hosts }] = await Promise.all([api("GET", "sessions"), api("GET", "hosts")]);
   drawHosts(hosts);
   state.sessions.clear();
+  changes.summary.clear();
   for (const info of sessions) state.sessions.set(info.session_id, info);
   state.lastSeq = health.last_seq;
   draw();

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from hive_actors import Hive, InvalidInput, PortsExhausted, _git
+from hive_actors import Hive, HiveConfig, InvalidInput, PortsExhausted, _git
 from hive_actors._ports import PortPool
 from hive_actors.testing import FakeClock, fake_agent_command
 
@@ -572,3 +572,39 @@ def test_ports_handed_to_creates_under_way_are_not_handed_again() -> None:
     held += [30002, 30003]  # two creates were recorded; one failed
     pool.settle([*taken[0], *taken[1], *taken[2]])
     assert pool.take(1) == (30001,)
+
+
+def test_settings_from_the_environment(tmp_path: Path) -> None:
+    config = HiveConfig.load(
+        {
+            "HIVE_SETUP": '["npm", "ci"]',
+            "HIVE_PORTS_PER_SESSION": "2",
+            "HIVE_PORT_RANGE": "40000-40100",
+            "HIVE_BRANCH_PREFIX": "agents/",
+            "HIVE_SETUP_TIMEOUT": "90",
+            "HIVE_MAX_DIFF_BYTES": "4096",
+        },
+        root=tmp_path,
+    )
+    assert config.setup == ("npm", "ci")
+    assert (config.ports_per_session, config.ports) == (2, (40000, 40100))
+    assert (config.branch_prefix, config.setup_timeout, config.max_diff_bytes) == (
+        "agents/",
+        90,
+        4096,
+    )
+    with pytest.raises(InvalidInput, match=r"HIVE_SETUP must be a JSON list of strings"):
+        HiveConfig.load({"HIVE_SETUP": "npm ci"}, root=tmp_path)
+
+
+def test_a_repository_this_process_cannot_read_is_refused(
+    hives: Hives, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hive = hives.open()  # the tests run as root, who may read anything: say it may not
+    real_access = os.access
+    monkeypatch.setattr(
+        _git.os, "access", lambda path, mode: Path(path) != repo and real_access(path, mode)
+    )
+    with pytest.raises(InvalidInput, match="cannot be read by this process"):
+        hive.create_session("t", repo=str(repo))
+    assert (worktrees(repo), hive.list_sessions()) == ([], [])

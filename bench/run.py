@@ -2,9 +2,9 @@
 
     python bench/run.py [WORKLOAD ...] [--rounds R] [--quick | --scale S]
 
-Workloads: lifecycle, live, latency, fanout, recovery, journal, cluster (default: all). Each prints
-one JSON line per figure: the median of R rounds, the baseline measured alongside, and their
-ratio.
+Workloads: lifecycle, live, latency, fanout, recovery, journal, cluster, workspace (default: all).
+Each prints one JSON line per figure: the median of R rounds, the baseline measured alongside,
+and their ratio.
 Machines here are shared and noisy: read the ratios, not single absolute times.
 """
 
@@ -34,7 +34,7 @@ from typing import Any
 
 import structlog
 
-from hive_actors import Event, Hive
+from hive_actors import Event, Hive, _git
 from hive_actors._models import ContextMessageEvent
 from hive_actors._registry import Registry
 from hive_actors._workspace import create_wal
@@ -1246,7 +1246,128 @@ def _cluster_host_kill(cluster: Any, agents: int) -> None:
     )
 
 
-WORKLOADS = ("lifecycle", "live", "latency", "fanout", "recovery", "journal", "cluster")
+# -- 8. sessions from a repository ------------------------------------------------------------
+
+FILES_PER_DIR = 100
+BUILD_ENV = {
+    "GIT_AUTHOR_NAME": "hive bench",
+    "GIT_AUTHOR_EMAIL": "bench@hive.invalid",
+    "GIT_COMMITTER_NAME": "hive bench",
+    "GIT_COMMITTER_EMAIL": "bench@hive.invalid",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+"""git's identity and config for building the repository, whoever runs the benchmark."""
+
+
+def bench_workspace(creates: int, files: int) -> None:
+    """``create_session(repo=)`` on a repository of ``files`` files (a new worktree on a
+    new branch), against ``git worktree add -b`` alone and a plain ``create_session``:
+    ``creates`` of each, interleaved in one run, after one of each not counted.
+
+    Nothing is removed until every create was timed: removing a worktree frees thousands
+    of inodes, and every file made in the next half minute scans past them (see
+    ``scratch``): with removals between them, ``git worktree add`` took 3-10x as long.
+    """
+    with temp_root() as root, Hive(root=root / "hive", command=[TRUE]) as hive:
+        repo = root / "repo"
+        _make_repository(repo, files)
+        git = [_git.git_program(), "-C", str(repo)]
+        env = _git._environment()  # git run as the hive runs it (the user's own config)
+        from_repo: list[str] = []
+
+        def worktree_add(index: int) -> float:
+            argv = [*git, "worktree", "add", "--quiet", "-b", f"bench/{index}"]
+            started = time.perf_counter()
+            subprocess.run(
+                [*argv, str(root / "worktrees" / str(index)), "HEAD"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                check=True,
+            )
+            return time.perf_counter() - started
+
+        def repo_create(_index: int) -> float:
+            started = time.perf_counter()
+            from_repo.append(hive.create_session("t", repo=str(repo)))
+            return time.perf_counter() - started
+
+        def plain_create(_index: int) -> float:
+            started = time.perf_counter()
+            hive.create_session("t")
+            return time.perf_counter() - started
+
+        contenders = [worktree_add, repo_create, plain_create]
+        times: dict[str, list[float]] = {run.__name__: [] for run in contenders}
+        for index in range(creates + 1):  # the first: git's and the hive's one-off work
+            turn = index % len(contenders)  # who goes first changes every time
+            for run in contenders[turn:] + contenders[:turn]:
+                elapsed = run(index)
+                if index > 0:
+                    times[run.__name__].append(elapsed)
+
+        for session_id in from_repo:
+            hive.terminate_session(session_id)  # created, never started: ended at once
+            hive.remove_session(session_id, delete_branch=True)
+        for index in range(creates + 1):
+            path = str(root / "worktrees" / str(index))
+            for argv in (
+                ["worktree", "remove", "--force", path],
+                ["branch", "-D", f"bench/{index}"],
+            ):
+                subprocess.run([*git, *argv], env=env, capture_output=True, check=True)
+
+    shares = {"p50": 0.5, "p99": 0.99}
+    figures = {
+        f"{name}_ms_{label}": ms(values, share)
+        for name, values in times.items()
+        for label, share in shares.items()
+    }
+    ratios = {
+        label: round(
+            percentile(times["repo_create"], share) / percentile(times["worktree_add"], share), 3
+        )
+        for label, share in shares.items()
+    }
+    emit(
+        "workspace_create",
+        files=files,
+        creates=creates,
+        **figures,
+        ratio_repo_create_over_worktree_add_p50=ratios["p50"],
+        ratio_repo_create_over_worktree_add_p99=ratios["p99"],
+        target_ratio=1.5,
+        target_met_p50=ratios["p50"] <= 1.5,
+        target_met_p99=ratios["p99"] <= 1.5,
+    )
+
+
+def _make_repository(repo: Path, files: int) -> None:
+    """A repository of ``files`` small files, ``FILES_PER_DIR`` a directory, one commit."""
+    for index in range(files):
+        folder = repo / f"d{index // FILES_PER_DIR:03}"
+        if index % FILES_PER_DIR == 0:
+            folder.mkdir(parents=True)
+        (folder / f"f{index % FILES_PER_DIR:03}.txt").write_text(f"file {index}\n")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("GIT_")}
+    env.update(BUILD_ENV)
+    for argv in (["init", "--quiet"], ["add", "-A"], ["commit", "--quiet", "-m", "files"]):
+        subprocess.run(
+            [_git.git_program(), "-C", str(repo), *argv], env=env, capture_output=True, check=True
+        )
+
+
+WORKLOADS = (
+    "lifecycle",
+    "live",
+    "latency",
+    "fanout",
+    "recovery",
+    "journal",
+    "cluster",
+    "workspace",
+)
 
 
 def _scale(text: str) -> float:
@@ -1282,6 +1403,10 @@ def main() -> int:
     parser.add_argument(
         "--live", type=int, nargs="+", default=[1000, 5000], help="live-scale sizes"
     )
+    parser.add_argument(
+        "--creates", type=int, default=30, metavar="N", help="workspace: creates of each kind"
+    )
+    parser.add_argument("--files", type=int, default=5000, help="workspace: the repository's files")
     parser.add_argument("--no-peer", action="store_true", help="leave circus out")
     parser.add_argument("--plot", type=Path, help="draw lifecycle throughput to this PNG")
     options = parser.parse_args()
@@ -1317,6 +1442,8 @@ def main() -> int:
         if "cluster" in chosen:
             live = int(1000 * size)
             bench_cluster(options.rounds, int(2000 * size), sessions, live)
+        if "workspace" in chosen:  # last: its thousands of files are freed as the run ends
+            bench_workspace(max(3, int(options.creates * size)), max(1, int(options.files * size)))
     return 0
 
 

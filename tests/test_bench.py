@@ -129,3 +129,38 @@ def test_every_workload_reports_its_figures_at_a_small_scale(
     (rebuild,) = by_name["journal_rebuild"]
     assert rebuild["mb"] > 0
     assert rebuild["seconds"] > 0
+
+    (workspace,) = by_name["workspace_create"]
+    assert workspace["files"] == 250
+    assert workspace["creates"] == 3
+
+
+def test_the_workspace_workload_reports_its_figures(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    tmp_path = tmp_path_factory.mktemp("bench")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HIVE_")}
+    env.update(TMPDIR=str(tmp_path))
+    argv = [sys.executable, str(ROOT / "bench" / "run.py"), "workspace"]
+    run = subprocess.run(
+        [*argv, "--creates", "3", "--files", "150"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert list(tmp_path.iterdir()) == [], "the benchmark left its repository or worktrees"
+
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    (row,) = [row for row in rows if row["benchmark"] == "workspace_create"]
+    assert row["files"] == 150
+    assert row["creates"] == 3
+    for name in ("worktree_add", "repo_create", "plain_create"):
+        assert 0 < row[f"{name}_ms_p50"] <= row[f"{name}_ms_p99"]
+    for label in ("p50", "p99"):
+        ratio = row[f"repo_create_ms_{label}"] / row[f"worktree_add_ms_{label}"]
+        assert abs(row[f"ratio_repo_create_over_worktree_add_{label}"] - ratio) < 0.01 * ratio
+        assert isinstance(row[f"target_met_{label}"], bool)  # not asserted: it is timed
+    assert row["target_ratio"] == 1.5

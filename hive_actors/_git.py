@@ -1,29 +1,32 @@
 """Sessions made from a git repository: a worktree per session, its branch, its changes.
 
 Everything here runs the ``git`` program (argv lists, never a shell) with an environment
-cleared of the ``GIT_*`` variables that would point it at another repository. Git's own
-locks on a repository (``index.lock``, ``config.lock``, a ref's lock, the worktrees dir)
-are taken by one of our calls at a time per repository within a process, and a lock held
-by another process is waited out briefly: many sessions made from one repository at once
-all succeed.
+cleared of the ``GIT_*`` variables that would point it at another repository. Our calls
+that change a repository (worktrees, branches, its config) go one at a time per
+repository, across threads and processes alike (a lock file in its git dir), so that no
+git of ours reads another's half-made worktree; a lock another program's git holds
+(``index.lock``, ``config.lock``, a ref's lock) is waited out briefly. Many sessions made
+from one repository at once all succeed.
 
 hive_actors' files in a worktree (``.swarm/``, ``.hive/``, ``session.json``, ``output``)
 are kept out of ``git status``, diffs and commits by an excludes file of the worktree's
 own (``core.excludesFile`` in its ``config.worktree``, which needs the repository's
-``extensions.worktreeConfig``): nothing of ours lands in the repository outside its
-``.git`` dir, and its other worktrees see no change.
+``extensions.worktreeConfig``, enabled as git itself does for sparse checkouts): nothing
+of ours lands in the repository outside its ``.git`` dir, and its other worktrees see no
+change. That excludes file starts with the user's own global one, which it stands in for.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +44,13 @@ LOCK_WAIT = 10.0
 """How long a lock another process holds on the repository is waited out."""
 
 _GIT_LOCKED = re.compile(
-    r"Unable to create '[^']*\.lock': File exists|could not lock config file|"
-    r"another git process seems to be running"
+    r"Unable to create '[^']*\.lock': File exists|could not lock config file [^:]*: File exists|"
+    r"failed to read .*worktrees/.*/commondir|cannot open '.*worktrees/.*/locked'"
 )
+"""git's words for a lock another git holds, or for another git's worktree half made."""
+
+LOCK_FILE = "hive-actors.lock"
+"""In a repository's git dir: held by whichever of our calls is changing the repository."""
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -198,10 +205,24 @@ def run(
         raise GitFailed(argv, done.returncode, stderr)
 
 
-def repository_lock(common_dir: str) -> threading.Lock:
-    """The lock our calls that change ``common_dir`` take, one per repository."""
+@contextlib.contextmanager
+def repository_lock(common_dir: str) -> Iterator[None]:
+    """Held while one of our calls changes the repository of ``common_dir``: by one
+    thread of this process (a lock per repository), and by one process (``flock`` on
+    ``LOCK_FILE`` in its git dir, which the kernel lets go if the process dies)."""
     with _locks_guard:
-        return _locks.setdefault(common_dir, threading.Lock())
+        in_process = _locks.setdefault(common_dir, threading.Lock())
+    with in_process:
+        try:
+            fd = os.open(os.path.join(common_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:  # a git dir we may not write: git will say so, more usefully
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # and with it the flock
 
 
 def resolve(repo: str, ref: str | None) -> Origin:
@@ -248,6 +269,10 @@ def add_worktree(origin: Origin, worktree: Path, branch: str) -> None:
     """
     with repository_lock(origin.common_dir):
         _enable_worktree_config(origin)
+        if _branch_exists(origin.repo, branch):
+            raise InvalidRepository(
+                f"cannot make branch {branch!r} in repository {origin.repo}: it exists already"
+            )
         try:
             run(
                 origin.repo,
@@ -261,8 +286,7 @@ def add_worktree(origin: Origin, worktree: Path, branch: str) -> None:
                 locked_retry=True,
             )
         except GitFailed as exc:
-            made_branch = "already exists" not in exc.stderr
-            _undo(origin, worktree, branch if made_branch else None)
+            _undo(origin, worktree, branch)  # whatever of it git made before it failed
             raise InvalidRepository(
                 f"cannot make branch {branch!r} and its worktree in repository "
                 f"{origin.repo}: {exc.stderr}"
@@ -281,23 +305,57 @@ def add_worktree(origin: Origin, worktree: Path, branch: str) -> None:
             raise
 
 
+def untouched(origin: Origin, branch: str) -> bool:
+    """``branch`` exists and is still at the commit the session started from: nothing was
+    done on it (the debris of a create cut short, which may be taken back)."""
+    try:
+        return run(origin.repo, "rev-parse", "--verify", "--quiet", branch).strip() == origin.base
+    except GitFailed:
+        return False
+
+
+def _branch_exists(repo: str, branch: str) -> bool:
+    try:
+        run(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}")
+    except GitFailed:
+        return False
+    return True
+
+
 def _enable_worktree_config(origin: Origin) -> None:
     """Let each worktree have config of its own (``config.worktree``): set once per
-    repository, in its own config; git reads it in repositories of either format."""
+    repository, in its own config (git reads it in repositories of either format).
+
+    As ``git sparse-checkout`` does when it enables it: ``core.bare`` (if true) and
+    ``core.worktree`` move from the shared config to the main worktree's own, since
+    with the extension every worktree would read them from the shared one."""
     if origin.common_dir in _worktree_config:
         return
+    common = Path(origin.common_dir)
     try:
-        value = run(origin.repo, "config", "--get", "extensions.worktreeConfig").strip()
-    except GitFailed:
-        value = ""
-    if value != "true":
-        try:
-            run(origin.repo, "config", "extensions.worktreeConfig", "true", locked_retry=True)
-        except GitFailed as exc:
-            raise InvalidRepository(
-                f"cannot set extensions.worktreeConfig in repository {origin.repo}: {exc.stderr}"
-            ) from None
+        if _config_get(common / "config", "extensions.worktreeConfig") != "true":
+            for key in ("core.bare", "core.worktree"):
+                value = _config_get(common / "config", key)
+                if value is not None and (key != "core.bare" or value == "true"):
+                    _config(origin, "--file", str(common / "config.worktree"), key, value)
+                    _config(origin, "--file", str(common / "config"), "--unset", key)
+            _config(origin, "--file", str(common / "config"), "extensions.worktreeConfig", "true")
+    except GitFailed as exc:
+        raise InvalidRepository(
+            f"cannot set extensions.worktreeConfig in repository {origin.repo}: {exc.stderr}"
+        ) from None
     _worktree_config.add(origin.common_dir)
+
+
+def _config_get(file: Path, key: str) -> str | None:
+    try:
+        return run(file.parent, "config", "--file", str(file), "--get", key).strip()
+    except GitFailed:
+        return None
+
+
+def _config(origin: Origin, *argv: str) -> None:
+    run(origin.common_dir, "config", *argv, locked_retry=True)
 
 
 def worktree_git_dir(worktree: Path) -> Path:
@@ -310,13 +368,28 @@ def worktree_git_dir(worktree: Path) -> Path:
 
 def _exclude_ours(worktree: Path) -> None:
     """Write the worktree's excludes file (in its ``.hive/``, itself excluded) and point
-    its own config at it."""
+    its own config at it. The file starts with what the user's own excludes file holds
+    now (``core.excludesFile``, else ``$XDG_CONFIG_HOME/git/ignore``), which it replaces
+    in this worktree: what the user ignores everywhere (``.env``, say) stays ignored."""
     hive_dir = worktree / ".hive"
     hive_dir.mkdir(mode=0o700)
     exclude = hive_dir / "exclude"
-    exclude.write_text("".join(pattern + "\n" for pattern in OURS))
+    ours = "".join(pattern + "\n" for pattern in OURS)
+    exclude.write_text(f"{_users_excludes(worktree)}\n# hive_actors' own files\n{ours}")
     config = worktree_git_dir(worktree) / "config.worktree"
     config.write_text(f'[core]\n\texcludesFile = "{_quoted(str(exclude))}"\n')
+
+
+def _users_excludes(worktree: Path) -> str:
+    try:
+        named = run(worktree, "config", "--path", "--get", "core.excludesFile").strip()
+    except GitFailed:
+        config_home = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+        named = os.path.join(config_home, "git", "ignore")
+    try:
+        return Path(named).read_text(errors="replace")
+    except OSError:  # none, or not readable: nothing to carry over
+        return ""
 
 
 def _quoted(text: str) -> str:
@@ -325,40 +398,50 @@ def _quoted(text: str) -> str:
 
 
 def _undo(origin: Origin, worktree: Path, branch: str | None) -> None:
-    """Take back what a worktree add made, as far as it got."""
-    with contextlib.suppress(GitFailed):
-        run(origin.repo, "worktree", "remove", "--force", "--force", str(worktree))
-    shutil.rmtree(worktree, ignore_errors=True)
-    with contextlib.suppress(GitFailed):
-        run(origin.repo, "worktree", "prune", locked_retry=True)
+    """Take back what a worktree add made, as far as it got (the caller holds the lock)."""
+    _remove(origin.common_dir, worktree)
     if branch is not None:
         with contextlib.suppress(GitFailed):
-            run(origin.repo, "branch", "-D", "--quiet", branch, locked_retry=True)
+            run(origin.common_dir, "branch", "-D", "--quiet", branch, locked_retry=True)
+
+
+def _remove(common_dir: str, worktree: Path) -> None:
+    """Remove ``worktree`` and git's record of it, and no other worktree's record (no
+    ``prune``: it would drop those of the user's worktrees that are away for now)."""
+    try:
+        run(common_dir, "worktree", "remove", "--force", "--force", str(worktree))
+    except GitFailed:  # its dir is gone or broken: its record is dropped by hand
+        shutil.rmtree(worktree, ignore_errors=True)
+        records = Path(common_dir) / "worktrees"
+        with contextlib.suppress(OSError):
+            for record in records.iterdir():
+                with contextlib.suppress(OSError):
+                    if Path((record / "gitdir").read_text().strip()) == worktree / ".git":
+                        shutil.rmtree(record)
 
 
 def remove_worktree(repo: str, worktree: Path, branch: str | None, delete_branch: bool) -> None:
     """Remove a session's worktree (its branch stays unless ``delete_branch``).
 
-    Never raises: a repository that was moved or deleted, or a branch git will not
-    delete, is logged; the session's directory goes anyway (the caller removes it).
+    The repository is found from the worktree itself (its ``.git`` file), else at
+    ``repo``. Never raises: a repository that was moved or deleted, or a branch git will
+    not delete, is logged; the session's directory goes anyway (the caller removes it).
     """
-    repo_path = Path(repo)
     try:
-        common_dir = run(repo_path, "rev-parse", "--path-format=absolute", "--git-common-dir")
-    except (GitFailed, InvalidRepository, OSError) as exc:
-        log.warning("repository gone; worktree removed without it", repo=repo, why=str(exc))
-        return
-    with repository_lock(str(Path(common_dir.strip()).resolve())):
+        common_dir = str(worktree_git_dir(worktree).parent.parent)
+        run(common_dir, "rev-parse", "--git-dir")
+    except (GitFailed, OSError):
         try:
-            run(repo_path, "worktree", "remove", "--force", "--force", str(worktree))
-        except GitFailed as exc:
-            log.info("git worktree remove failed; pruned instead", why=exc.stderr)
-        shutil.rmtree(worktree, ignore_errors=True)
-        with contextlib.suppress(GitFailed):
-            run(repo_path, "worktree", "prune", locked_retry=True)
+            common_dir = run(repo, "rev-parse", "--path-format=absolute", "--git-common-dir")
+        except (GitFailed, InvalidRepository, OSError) as exc:
+            log.warning("repository gone; worktree removed without it", repo=repo, why=str(exc))
+            return
+    common_dir = str(Path(common_dir.strip()).resolve())
+    with repository_lock(common_dir):
+        _remove(common_dir, worktree)
         if delete_branch and branch is not None:
             try:
-                run(repo_path, "branch", "-D", "--quiet", branch, locked_retry=True)
+                run(common_dir, "branch", "-D", "--quiet", branch, locked_retry=True)
             except GitFailed as exc:
                 log.warning("branch not deleted", branch=branch, why=exc.stderr)
 
@@ -366,9 +449,12 @@ def remove_worktree(repo: str, worktree: Path, branch: str | None, delete_branch
 def changes(session_id: str, worktree: Path, base: str, branch: str, max_bytes: int) -> Changes:
     """What the session's worktree holds that ``base`` does not: commits, files, diff.
 
-    Uncommitted and untracked files count: they are staged into a copy of the worktree's
-    index (the worktree's own index and files are left as they are), and that is diffed
-    against ``base``. Rename detection is off: a moved file is a deletion and an addition.
+    The working tree is diffed against ``base``, with a copy of the worktree's index in
+    which untracked files are marked as to be added (``add --intent-to-add``): so they
+    count too, no file's content is written into the repository, and the worktree's own
+    index is left as it is. The diff is git's plain one whatever the user's config says
+    (no colour, no external or text-converting diff, ``a/`` and ``b/`` prefixes). Rename
+    detection is off: a moved file is a deletion and an addition.
     """
     git_dir = worktree_git_dir(worktree)
     index = worktree / ".hive" / f"changes-{threading.get_ident()}.index"
@@ -377,14 +463,10 @@ def changes(session_id: str, worktree: Path, base: str, branch: str, max_bytes: 
     try:
         with contextlib.suppress(FileNotFoundError):
             shutil.copyfile(git_dir / "index", index)
-        run(worktree, "add", "--all", env=env)
+        run(worktree, "add", "--all", "--intent-to-add", env=env)
         log_text = run(worktree, "log", "--reverse", "--format=%H%x1f%s", f"{base}..HEAD")
-        numstat = run(
-            worktree, "diff", "--cached", "--no-renames", "--numstat", "-z", base, env=env
-        )
-        diff, truncated = _bounded_output(
-            worktree, ["diff", "--cached", "--no-renames", base], env, max_bytes
-        )
+        numstat = run(worktree, "diff", *_PLAIN_DIFF, "--numstat", "-z", base, env=env)
+        diff, truncated = _bounded_output(worktree, ["diff", *_PLAIN_DIFF, base], env, max_bytes)
     finally:
         with contextlib.suppress(FileNotFoundError):
             index.unlink()
@@ -400,6 +482,16 @@ def changes(session_id: str, worktree: Path, base: str, branch: str, max_bytes: 
         diff=diff,
         truncated=truncated,
     )
+
+
+_PLAIN_DIFF = (
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--no-renames",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+)
 
 
 def _parse_numstat(text: str) -> tuple[FileChange, ...]:

@@ -374,6 +374,9 @@ class Hive(Topics):
         origin = None if repo is None else _git.resolve(repo, ref)
         branch = f"{self.config.branch_prefix}{session_id[:8]}" if origin else None
         paths = _workspace.SessionPaths.of(self.config, session_id)
+        if paths.working_dir.exists():  # an earlier try of this very create, cut short
+            untouched = origin is not None and _git.untouched(origin, branch or "")
+            _workspace.remove(paths, repo, branch, delete_branch=untouched)
         ports = self._core.ports.take(spec.pop("ports"))
         try:
             now = self._clock.now()

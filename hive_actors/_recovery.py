@@ -39,7 +39,7 @@ from hive_actors._process import (
     signal_each,
 )
 from hive_actors._runner import status_file
-from hive_actors._states import TERMINAL, Status
+from hive_actors._states import TERMINAL, Status, stop_outcome
 from hive_actors.errors import CorruptState
 
 log = structlog.get_logger(__name__)
@@ -134,8 +134,12 @@ def _describe_lost(info: SessionInfo, killed: list[int]) -> str:
 
 def _report_unregistered(core: HiveCore) -> None:
     """Session directories with no registry row: creates interrupted before they were
-    acknowledged. Reported, not removed: another host sharing the root may be creating."""
+    acknowledged. Reported, not removed: another host sharing the root may be creating.
+    Their env values are removed: ``secrets/`` is this root's alone, and values kept for
+    no session are credentials kept for nothing."""
     known = {info.session_id for info in core.table.all()}
+    for stray in core.secrets.strays(known):
+        log.warning("env values of no session removed", session=stray)
     strays = [
         entry.name
         for entry in core.config.sessions_dir.iterdir()
@@ -166,7 +170,7 @@ def _record_outcome(core: HiveCore, info: SessionInfo, code: int, start_child: S
     if info.status is Status.STARTING:  # spawned, but the spawn was never recorded
         info = core.commit(info, Status.RUNNING, reason="spawned", recovered=True)
     if info.status is Status.STOPPING:
-        outcome = Status.FAILED if info.reason == "restart_intensity" else Status.TERMINATED
+        outcome = stop_outcome(info.reason)
         reason = info.reason or "requested"
     elif code == 0:
         outcome = Status.IDLE if info.persistent else Status.COMPLETED

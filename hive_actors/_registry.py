@@ -28,7 +28,7 @@ import structlog
 from hive_actors._models import Event, EventBase, JournalTrimmedEvent, SessionInfo, parse_event
 from hive_actors._permissions import check_writable, open_private, refused
 from hive_actors._workspace import create_wal
-from hive_actors.errors import CorruptState, HiveError
+from hive_actors.errors import CorruptState, HiveError, WorkspaceError
 
 log = structlog.get_logger(__name__)
 
@@ -206,8 +206,12 @@ class Registry:
         """Rebuild the file so that no byte of a replaced row is left in its free space
         (env values an older hive_actors kept in the rows), the WAL's copy included."""
         with self._lock:
-            self._db.execute("VACUUM")
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                self._db.execute("VACUUM")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.DatabaseError as exc:  # the disk is full, say: the file is as it was
+                cause = OSError(f"{exc} (it holds env values an older version kept)")
+                raise WorkspaceError(self._path, cause, action="rebuild") from exc
 
     @property
     def last_seq(self) -> int:

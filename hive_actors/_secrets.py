@@ -67,6 +67,21 @@ class Secrets:
             self._cache[session_id] = values
         return dict(values)
 
+    def strays(self, known: set[str]) -> list[str]:
+        """Remove the values kept for sessions not in ``known`` (a create cut short
+        between keeping them and recording the session); their ids."""
+        try:
+            files = list(self._directory.iterdir())
+        except FileNotFoundError:
+            return []
+        removed = []
+        for path in files:
+            if path.stem not in known:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                removed.append(path.stem)
+        return removed
+
     def drop(self, session_id: str) -> None:
         with self._lock:
             self._cache.pop(session_id, None)

@@ -29,6 +29,16 @@ TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.TERMINATED})
 SETTLED = TERMINAL | {Status.IDLE}
 """States in which nothing runs and nothing is pending: what ``Hive.wait`` waits for."""
 
+FAILING_STOPS = frozenset({"restart_intensity", "setup_timeout", "host_lost"})
+"""Reasons of a stop that ends the session ``failed``; any other stop ends it ``terminated``."""
+
+
+def stop_outcome(reason: str | None) -> Status:
+    """How a session that is ``stopping`` for ``reason`` ends (a restarted Hive finishing
+    a stop an earlier one began needs no more than its recorded reason)."""
+    return Status.FAILED if reason in FAILING_STOPS else Status.TERMINATED
+
+
 _T = Status
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     _T.CREATED: frozenset({_T.QUEUED, _T.STARTING, _T.TERMINATED, _T.FAILED}),

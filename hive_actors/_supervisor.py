@@ -45,7 +45,7 @@ from hive_actors._runner import (
 )
 from hive_actors._runtime import ActorPool
 from hive_actors._slots import Granted, Release
-from hive_actors._states import TERMINAL, TRANSITIONS, Status
+from hive_actors._states import TERMINAL, TRANSITIONS, Status, stop_outcome
 from hive_actors._supervision import Call, Child, ChildFailed, InjectCrash, RestartIntensity
 from hive_actors._timers import TimerHandle
 from hive_actors._validate import MAX_BACKOFF
@@ -194,7 +194,7 @@ class SessionSupervisor(Child):
         info = self._info
         assert info.pid is not None
         if info.status is Status.STOPPING:
-            outcome = Status.FAILED if info.reason == "restart_intensity" else Status.TERMINATED
+            outcome = stop_outcome(info.reason)
             self._stopping = _Stopping(outcome, info.reason or "requested", info.detail)
         self._children["runner"].tell(Adopt(info.runs, info.pid, info.pid_start, info.setting_up))
         if self._stopping is not None:
@@ -334,7 +334,11 @@ class SessionSupervisor(Child):
         """Spawn run ``self._run`` (the STARTING transition is already recorded), or the
         setup step before it."""
         self._restart_timer = None
-        self._child("runner").tell(self._spawn_message())
+        runner = self._children["runner"]
+        if runner.is_alive():
+            runner.tell(self._spawn_message())
+        else:  # restarted now; its restart sends the spawn (_resume_spawn), once
+            self._on_child_failed("runner", "found dead")
 
     def _spawn_message(self) -> Spawn:
         info = self._info

@@ -278,7 +278,10 @@ def env(value: object) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise InvalidCommand(f"env must be a mapping of names to strings, not {value!r}")
+        # Its type only: the value may hold the very credentials env is for.
+        raise InvalidCommand(
+            f"env must be a mapping of names to strings, not a {type(value).__name__}"
+        )
     result: dict[str, str] = {}
     for name, text in value.items():
         if not isinstance(name, str) or not _ENV_NAME.match(name):

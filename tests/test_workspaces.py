@@ -92,12 +92,19 @@ import json, sys
 from hive_actors import Hive
 root, repo = sys.argv[1], sys.argv[2]
 with Hive(root, command=["true"]) as hive:
-    ids = [hive.create_session("t", repo=repo) for _ in range(5)]
-    print(json.dumps([hive.get_session_info(s).branch for s in ids]))
+    kept = []
+    for index in range(12):  # every other one is removed again, its branch with it
+        session_id = hive.create_session("t", repo=repo)
+        if index % 2:
+            hive.terminate_session(session_id)
+            hive.remove_session(session_id, delete_branch=True)
+        else:
+            kept.append(hive.get_session_info(session_id).branch)
+    print(json.dumps(kept))
 """
 
 
-def test_hives_in_two_processes_create_from_one_repository_at_once(
+def test_hives_in_four_processes_create_and_remove_from_one_repository_at_once(
     tmp_path: Path, repo: Path
 ) -> None:
     processes = [
@@ -107,16 +114,132 @@ def test_hives_in_two_processes_create_from_one_repository_at_once(
             stderr=subprocess.PIPE,
             text=True,
         )
-        for i in range(2)
+        for i in range(4)
     ]
     made = []
     for process in processes:
         out, err = process.communicate(timeout=120)
         assert process.returncode == 0, err
         made += json.loads(out)
-    assert len(set(made)) == 10
-    assert branches(repo) == {"main", *made}
-    assert len(worktrees(repo)) == 10
+    assert len(set(made)) == 24
+    assert branches(repo) == {"main", *made}  # none removed left its branch behind
+    assert len(worktrees(repo)) == 24
+
+
+def test_a_bare_repository_and_the_users_own_worktrees_of_it_keep_working(
+    hives: Hives, repo: Path, tmp_path: Path
+) -> None:
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "clone", "--quiet", "--bare", str(repo), str(bare))
+    git(bare, "worktree", "add", "--quiet", str(tmp_path / "mine"), "main")
+    hive = hives.open(command=[sys.executable, "-c", "open('f0.txt', 'a').write('x\\n')"])
+    session_id = hive.create_session("t", repo=str(bare))
+    hive.start_session(session_id)
+    assert hive.wait(session_id, timeout=30) == "completed"
+    assert [f.path for f in hive.changes(session_id).files] == ["f0.txt"]
+    working_dir = hive.get_session_info(session_id).working_dir
+    assert git(working_dir, "status", "--porcelain") == " M f0.txt\n"
+    assert git(tmp_path / "mine", "status", "--porcelain") == ""  # the user's, as before
+    assert git(bare, "rev-parse", "--is-bare-repository").strip() == "true"
+
+
+def test_what_the_user_ignores_everywhere_stays_ignored_in_a_worktree(
+    hives: Hives, repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_home = tmp_path / "config"
+    (config_home / "git").mkdir(parents=True)
+    (config_home / "git" / "ignore").write_text(".env\n")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config_home))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.gitconfig naming another file
+    hive = hives.open()
+    session_id = hive.create_session("t", repo=str(repo))
+    working_dir = Path(hive.get_session_info(session_id).working_dir)
+    (working_dir / ".env").write_text("API_KEY=secret\n")
+    (working_dir / "kept.txt").write_text("k\n")
+    assert git(working_dir, "status", "--porcelain") == "?? kept.txt\n"
+    assert [f.path for f in hive.changes(session_id).files] == ["kept.txt"]
+
+
+def test_the_diff_is_gits_plain_one_whatever_the_repository_config_says(
+    hives: Hives, repo: Path
+) -> None:
+    git(repo, "config", "color.ui", "always")
+    git(repo, "config", "diff.noprefix", "true")
+    hive = hives.open()
+    session_id = hive.create_session("t", repo=str(repo))
+    working_dir = Path(hive.get_session_info(session_id).working_dir)
+    (working_dir / "f0.txt").write_text("changed\n")
+    untracked = working_dir / "untracked.txt"
+    untracked.write_text("only in the worktree\n")
+    diff = hive.changes(session_id).diff
+    assert diff.startswith("diff --git a/f0.txt b/f0.txt\n")
+    assert "\x1b[" not in diff
+    # Reading the changes wrote nothing of the worktree's files into the repository.
+    blob = git(repo, "hash-object", str(untracked)).strip()
+    with pytest.raises(AssertionError):
+        git(repo, "cat-file", "-e", blob)
+
+
+def test_removing_a_session_leaves_the_users_other_worktrees_records_alone(
+    hives: Hives, repo: Path, tmp_path: Path
+) -> None:
+    git(repo, "worktree", "add", "--quiet", "-b", "mine", str(tmp_path / "mine"))
+    (tmp_path / "mine").rename(tmp_path / "away")  # on a drive not mounted now, say
+    hive = hives.open()
+    session_id = hive.create_session("t", repo=str(repo))
+    hive.terminate_session(session_id)
+    hive.remove_session(session_id)
+    assert (repo / ".git" / "worktrees" / "mine").is_dir()  # not pruned
+    assert worktrees(repo) == [str(tmp_path / "mine")]
+
+
+def test_a_create_retried_after_it_was_cut_short_succeeds_and_leaves_no_debris(
+    hives: Hives, repo: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "retried"
+    hive = hives.open(root=root)
+    session_id = "12345678-1234-4234-8234-123456789abc"
+    # What a create cut short after the worktree was made leaves: worktree and branch.
+    origin = _git.resolve(str(repo), None)
+    _git.add_worktree(origin, root / "sessions" / session_id, "hive/12345678")
+    (root / "secrets").mkdir(exist_ok=True)
+    (root / "secrets" / "87654321-1234-4234-8234-123456789abc.json").write_text('{"K": "v"}')
+    assert hive._create_session(session_id, "t", "medium", None, repo=str(repo)) == session_id
+    assert worktrees(repo) == [hive.get_session_info(session_id).working_dir]
+    assert branches(repo) == {"main", "hive/12345678"}
+    hive.close()
+    hives.open(root=root)  # env values kept for no session are not kept
+    assert list((root / "secrets").iterdir()) == []
+
+
+def test_env_given_as_anything_but_a_mapping_is_refused_without_its_values(
+    hives: Hives,
+) -> None:
+    hive = hives.open()
+    with pytest.raises(InvalidInput) as refused:
+        hive.create_session("t", env=["API_KEY=sk-live-in-a-list"])  # type: ignore[arg-type]
+    assert "sk-live" not in str(refused.value)
+    assert "not a list" in str(refused.value)
+
+
+def test_a_setup_timeout_a_restart_interrupted_still_ends_failed(
+    hives: Hives, ready: Any, tmp_path: Path
+) -> None:
+    root = tmp_path / "timeout"
+    clock = FakeClock()
+    first = hives.open(root=root, clock=clock, setup_timeout=10, grace_period=60, shutdown="leave")
+    signal_ = ready()
+    setup = fake_agent_command("--sleep", "inf", "--ignore-term", "--ready", str(signal_.path))
+    session_id = first.create_session("t", setup=setup)
+    first.start_session(session_id)
+    signal_.wait()
+    clock.advance(11)
+    eventually(lambda: first.status(session_id) == "stopping")
+    first.close()  # within the grace period: the stop is the next Hive's to finish
+
+    second = hives.open(root=root, grace_period=0.2)
+    assert second.wait(session_id, timeout=30) == "failed"
+    assert second.get_session_info(session_id).reason == "setup_timeout"
 
 
 def test_a_repository_moved_or_deleted_never_blocks_cleanup(hives: Hives, tmp_path: Path) -> None:
@@ -608,3 +731,28 @@ def test_a_repository_this_process_cannot_read_is_refused(
     with pytest.raises(InvalidInput, match="cannot be read by this process"):
         hive.create_session("t", repo=str(repo))
     assert (worktrees(repo), hive.list_sessions()) == ([], [])
+
+
+def test_worktrees_are_made_under_a_lock_other_processes_see(
+    hives: Hives, repo: Path, tmp_path: Path
+) -> None:
+    """Two processes' gits must never work on one repository's worktrees at once (one
+    would read the other's half-made record): git's own hook, run in the middle of the
+    worktree's making, tries the lock from a process of its own."""
+    seen = tmp_path / "seen"
+    hook = repo / ".git" / "hooks" / "post-checkout"
+    hook.write_text(
+        f"#!{sys.executable}\n"
+        "import fcntl, os\n"
+        f"lock = open(os.path.join({str(repo / '.git')!r}, 'hive-actors.lock'))\n"
+        "try:\n"
+        "    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+        "    state = 'free'\n"
+        "except BlockingIOError:\n"
+        "    state = 'held'\n"
+        f"open({str(seen)!r}, 'a').write(state + '\\n')\n"
+    )
+    hook.chmod(0o755)
+    hive = hives.open()
+    hive.create_session("t", repo=str(repo))
+    assert seen.read_text() == "held\n"

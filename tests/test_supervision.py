@@ -175,3 +175,19 @@ def test_the_root_manager_survives_an_exception_and_serves_on(
     assert hive.start_session(fresh) == "running"  # slots: the manager again
     assert hive.status(victim) == hive.status(bystander) == "running"
     assert process_alive(pid)
+
+
+def test_a_runner_found_dead_at_a_spawn_is_restarted_and_spawns_once(hive: Hive, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    marker = tmp_path / "runs"
+    session_id = hive.create_session(
+        "t", command=["sh", "-c", f'echo run >> "{marker}"'], persistent=True
+    )
+    supervisor = hive._core.table.supervisor(session_id)
+    assert supervisor is not None
+    # The runner gone without a word (its ChildFailed not seen yet) when a start comes.
+    supervisor._actor_weakref()._children["runner"].stop(block=True)  # type: ignore[attr-defined]
+    hive.start_session(session_id)
+    assert hive.wait(session_id, timeout=30) == "idle"
+    assert marker.read_text() == "run\n"  # one agent, not two
+    info = hive.get_session_info(session_id)
+    assert (info.runs, info.restarts) == (1, 1)

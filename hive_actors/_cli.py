@@ -117,8 +117,15 @@ def _create(options: argparse.Namespace) -> int:
         # A path of the caller's, made absolute here: the daemon's working dir is not ours.
         "repo": _validate.repo(options.repo),
         "ref": options.ref,
-        "setup": None if options.setup is None else _json_list(options.setup, "--setup"),
+        "setup": None
+        if options.setup is None
+        else _json_list(options.setup, "--setup", '["npm", "ci"]'),
         "ports": _not_negative(options, "ports"),
+        "stall_timeout": _not_negative(options, "stall_timeout"),
+        "stall_action": options.stall_action,
+        "resume_command": None
+        if options.resume_command is None
+        else _json_list(options.resume_command, "--resume-command", '["claude", "--continue"]'),
     }
     info = _client(options).call("POST", "/sessions", body=body)
     _out(info["session_id"])
@@ -126,16 +133,17 @@ def _create(options: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _json_list(text: str, option: str) -> list[str]:
+def _json_list(text: str, option: str, example: str) -> list[str]:
+    """An argv given as a JSON list (the daemon checks its strings)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
         value = None
     if not isinstance(value, list):
         raise InvalidInput(
-            f'{option} must be a JSON list of strings such as \'["npm", "ci"]\', not {text!r}'
+            f"{option} must be a JSON list of strings such as '{example}', not {text!r}"
         )
-    return list(_validate.setup(value))
+    return value
 
 
 def _diff(options: argparse.Namespace) -> int:
@@ -540,6 +548,17 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one statement per o
     )
     sub.add_argument(
         "--ports", type=int, metavar="N", help="give the session N TCP ports of its own"
+    )
+    sub.add_argument(
+        "--stall-timeout", type=float, metavar="S", help="a stall: its log still for S seconds"
+    )
+    sub.add_argument(
+        "--stall-action", metavar="A", help="on a stall: none, terminate or restart the run"
+    )
+    sub.add_argument(
+        "--resume-command",
+        metavar="JSON",
+        help='argv of every run after the first: \'["claude", "--continue"]\'',
     )
 
     sub = verb("diff", _diff, "print a session's diff against its base (a session from --repo)")

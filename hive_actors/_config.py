@@ -76,6 +76,13 @@ class HiveConfig(BaseModel):
     """Default number of TCP ports a session gets (``HIVE_PORT``, ``HIVE_PORTS``)."""
     port_range: str = "20000-29999"
     """Where sessions' ports come from: ``"LOW-HIGH"``, both included."""
+    stall_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    """Default seconds a running agent's log may stay still before it counts as stalled."""
+    stall_action: Literal["none", "terminate", "restart"] = "none"
+    """Default for what a stall does besides its event: nothing, terminate, or restart."""
+    resume_command: tuple[str, ...] = ()
+    """Default argv template of every run after the first (``{task}``, ``{session_id}``,
+    ``{run}``); empty: ``command`` again."""
     shutdown: Literal["terminate", "leave"] = "terminate"
     """What closing the Hive does to running agents: terminate them (grace period, reason
     ``shutdown``), or leave them running for the next Hive on this root to re-adopt."""
@@ -89,6 +96,11 @@ class HiveConfig(BaseModel):
     @classmethod
     def _check_setup(cls, value: object) -> tuple[str, ...]:
         return _validate.setup(value)
+
+    @field_validator("resume_command", mode="before")
+    @classmethod
+    def _check_resume_command(cls, value: object) -> tuple[str, ...]:
+        return _validate.resume_command(value)
 
     @field_validator("branch_prefix")
     @classmethod
@@ -170,7 +182,11 @@ class HiveConfig(BaseModel):
             raise InvalidConfig("invalid configuration: " + "; ".join(problems)) from None
 
 
-_JSON_LISTS = {"command": '["my-agent", "{task}"]', "setup": '["npm", "ci"]'}
+_JSON_LISTS = {
+    "command": '["my-agent", "{task}"]',
+    "setup": '["npm", "ci"]',
+    "resume_command": '["claude", "--continue"]',
+}
 
 
 def _from_env(variable: str, name: str, raw: str) -> object:

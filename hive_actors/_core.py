@@ -40,6 +40,7 @@ from hive_actors._slots import Slots
 from hive_actors._states import Status, check_transition
 from hive_actors._table import SessionTable
 from hive_actors._timers import Timers
+from hive_actors._watchdog import Watchdog
 from hive_actors.errors import RootInUse, WorkspaceError
 
 log = structlog.get_logger(__name__)
@@ -72,6 +73,7 @@ class HiveCore:
             )
             self.bus.observe(self.metrics.observe)
             self.slots = Slots(config.max_running)
+            self.watchdog = Watchdog(self.table.supervisor, self.timers, clock)
             self.secrets = Secrets(config.root / "secrets")
             self.ports = PortPool(*config.ports, held=self._held_ports)
         except BaseException:

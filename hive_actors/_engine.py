@@ -48,6 +48,9 @@ class Engine(Protocol):
         ref: str | None = ...,
         setup: Iterable[str] | None = ...,
         ports: int | None = ...,
+        stall_timeout: float | None = ...,
+        stall_action: str | None = ...,
+        resume_command: Iterable[str] | None = ...,
     ) -> str: ...
 
     def start_session(

@@ -151,6 +151,7 @@ class Hive(Topics):
             self._shutdown_tree()
             raise
         self._maintenance.start()
+        self._core.watchdog.start()
         _open_hives.add(self)
 
     # -- lifecycle of the Hive itself -------------------------------------------------------
@@ -248,6 +249,9 @@ class Hive(Topics):
         ref: str | None = None,
         setup: Iterable[str] | None = None,
         ports: int | None = None,
+        stall_timeout: float | None = None,
+        stall_action: str | None = None,
+        resume_command: Iterable[str] | None = None,
     ) -> str:
         """Create a session: its UUID, working dir, ``.swarm/memory.db``, output dir and log.
 
@@ -266,7 +270,11 @@ class Hive(Topics):
         working dir before the agent's first run (default the config's ``setup``); ``ports``
         gives the session that many TCP ports of its own (``HIVE_PORT``, ``HIVE_PORTS``;
         default ``ports_per_session``). ``env`` values are kept owner-only and never
-        shown: ``SessionInfo.env`` holds their names.
+        shown: ``SessionInfo.env`` holds their names. ``stall_timeout`` (seconds) marks a
+        running agent whose log has not grown that long as stalled (``session.stalled``),
+        then ``stall_action``: ``none``, ``terminate`` (reason ``stalled``) or ``restart``
+        (a new run, counted against ``restart_limit``). ``resume_command`` is the argv
+        template of every run after the first (``{task}``, ``{session_id}``, ``{run}``).
         Returns the new session id. Raises InvalidInput (nothing is created) for bad input:
         InvalidRepository for a repository or ref that cannot be used; PortsExhausted
         when ``port_range`` has no ``ports`` free ports together.
@@ -291,6 +299,9 @@ class Hive(Topics):
             ref=ref,
             setup=setup,
             ports=ports,
+            stall_timeout=stall_timeout,
+            stall_action=stall_action,
+            resume_command=resume_command,
         )
         session_id = _validate.new_session_id()
         self._make_session(session_id, spec)
@@ -337,6 +348,9 @@ class Hive(Topics):
         ref: str | None = None,
         setup: Iterable[str] | None = None,
         ports: int | None = None,
+        stall_timeout: float | None = None,
+        stall_action: str | None = None,
+        resume_command: Iterable[str] | None = None,
     ) -> dict[str, Any]:
         """A new session's settings, each checked: InvalidInput for the first bad one."""
         self._check_open()
@@ -365,6 +379,15 @@ class Hive(Topics):
         spec["ref"] = _validate.ref(ref, repo)
         spec["setup"] = self.config.setup if setup is None else _validate.setup(setup)
         spec["ports"] = _validate.ports(ports, self.config.ports_per_session)
+        spec["stall_timeout"] = _optional_seconds(
+            stall_timeout, self.config.stall_timeout, "stall_timeout"
+        )
+        spec["stall_action"] = _validate.stall_action(stall_action, self.config.stall_action)
+        spec["resume_command"] = (
+            self.config.resume_command
+            if resume_command is None
+            else _validate.resume_command(resume_command)
+        )
         return spec
 
     def _make_session(self, session_id: str, spec: dict[str, Any]) -> None:

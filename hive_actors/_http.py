@@ -84,6 +84,12 @@ class CreateBody(_Body):
     """The setup step (argv) run before the agent's first run; default the daemon's."""
     ports: int | None = None
     """TCP ports of its own (``HIVE_PORT``, ``HIVE_PORTS``); default ``ports_per_session``."""
+    stall_timeout: float | None = None
+    """Seconds its running agent's log may stay still before it counts as stalled."""
+    stall_action: Literal["none", "terminate", "restart"] | None = None
+    """What a stall does besides its event; default the daemon's ``stall_action``."""
+    resume_command: list[str] | None = None
+    """The argv template of every run after the first (``{task}``, ``{session_id}``, ``{run}``)."""
 
 
 class StartBody(_Body):
@@ -244,6 +250,9 @@ def _session_routes(app: FastAPI, hive: Engine, stopping: asyncio.Event) -> None
             ref=body.ref,
             setup=body.setup,
             ports=body.ports,
+            stall_timeout=body.stall_timeout,
+            stall_action=body.stall_action,
+            resume_command=body.resume_command,
         )
         return hive.get_session_info(session_id)
 

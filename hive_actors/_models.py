@@ -95,6 +95,12 @@ class SessionInfo(BaseModel):
     """The setup step succeeded (or there is none to run)."""
     ports: tuple[int, ...] = ()
     """The session's own TCP ports (``HIVE_PORT`` is the first, ``HIVE_PORTS`` all)."""
+    stall_timeout: float | None = None
+    """Seconds a running agent's log may stay still before it counts as stalled."""
+    stall_action: Literal["none", "terminate", "restart"] = "none"
+    """What a stall does besides its ``session.stalled`` event."""
+    resume_command: tuple[str, ...] = ()
+    """The argv template of every run after the first (empty: ``command`` again)."""
 
     _legacy_env: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -202,6 +208,22 @@ class SessionRestartEvent(EventBase):
     restarts: int
 
 
+class SessionStalledEvent(EventBase):
+    """A running agent's log has not grown for ``silent_seconds`` (its ``stall_timeout``);
+    ``action`` is what follows: ``none``, ``terminate`` or ``restart``."""
+
+    type: Literal["session.stalled"] = "session.stalled"
+    silent_seconds: float
+    action: str
+
+
+class SessionActiveEvent(EventBase):
+    """A stalled agent's log grew again, after ``silent_seconds`` of silence."""
+
+    type: Literal["session.active"] = "session.active"
+    silent_seconds: float
+
+
 class SessionRemovedEvent(EventBase):
     type: Literal["session.removed"] = "session.removed"
 
@@ -255,6 +277,8 @@ Event = Annotated[
     | SessionStatusEvent
     | SessionTerminatedEvent
     | SessionRestartEvent
+    | SessionStalledEvent
+    | SessionActiveEvent
     | SessionRemovedEvent
     | ContextMessageEvent
     | HostUpEvent
@@ -267,6 +291,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "session.status",
     "session.terminated",
     "session.restart",
+    "session.stalled",
+    "session.active",
     "session.removed",
     "context.message",
     "host.up",

@@ -32,7 +32,12 @@ from pykka import ThreadingFuture
 from hive_actors._context import Context, ContextManager
 from hive_actors._core import HiveCore
 from hive_actors._faults import crash_point
-from hive_actors._models import SessionInfo, SessionRestartEvent
+from hive_actors._models import (
+    SessionActiveEvent,
+    SessionInfo,
+    SessionRestartEvent,
+    SessionStalledEvent,
+)
 from hive_actors._process import build_argv, describe_exit, killed_by_signal
 from hive_actors._runner import (
     Adopt,
@@ -49,6 +54,7 @@ from hive_actors._states import TERMINAL, TRANSITIONS, Status, stop_outcome
 from hive_actors._supervision import Call, Child, ChildFailed, InjectCrash, RestartIntensity
 from hive_actors._timers import TimerHandle
 from hive_actors._validate import MAX_BACKOFF
+from hive_actors._watchdog import Active, Stalled
 from hive_actors.errors import HiveError, InvalidTransition, RestartIntensityExceeded
 
 log = structlog.get_logger(__name__)
@@ -170,6 +176,8 @@ class SessionSupervisor(Child):
         """A start waiting for a slot, while it waits."""
         self._idle_token = 0
         self._timers: list[TimerHandle] = []
+        self._stall_restart: str | None = None
+        """Why the run being stopped is to be followed by a new one (it stalled)."""
 
     @property
     def _id(self) -> str:
@@ -201,8 +209,11 @@ class SessionSupervisor(Child):
             self._signal_stop(self._core.config.grace_period)
         elif info.setting_up:
             self._arm_setup_timeout(since=info.updated)
+        elif info.status is Status.RUNNING:
+            self._core.watchdog.watch(info, info.runs)  # a full stall_timeout from now
 
     def on_stop(self) -> None:
+        self._core.watchdog.unwatch(self._id)
         self._cancel_timers()
         self._stop_children()
 
@@ -222,6 +233,7 @@ class SessionSupervisor(Child):
         for reply in self._pending:
             _answer_failed(reply, exception_value)
         self._pending.clear()
+        self._core.watchdog.unwatch(self._id)
         self._cancel_timers()
         self._stop_children()
         process = self._core.reaper.find(self._id)
@@ -252,6 +264,12 @@ class SessionSupervisor(Child):
                 self._on_lifetime_expired()
             case _SetupTimedOut(run) if run == self._run:
                 self._on_setup_timed_out()
+            case Stalled(run, silent) if run == self._run:
+                self._on_stalled(silent)
+            case Active(run, silent) if run == self._run:
+                self._on_active(silent)
+            case Stalled() | Active():
+                pass  # of an earlier run
             case TerminateRequest():
                 self._on_terminate_request(message)
             case ContextRequest(call):
@@ -345,6 +363,12 @@ class SessionSupervisor(Child):
         env = self._core.agent_env(info)
         if info.setting_up:
             return Spawn(self._run, info.setup, env, setup=True)
+        if self._run > 1 and info.resume_command:  # a run after the first: it resumes
+            template = [
+                part.replace("{session_id}", info.session_id).replace("{run}", str(self._run))
+                for part in info.resume_command
+            ]
+            return Spawn(self._run, tuple(build_argv(template, info.current_task, info.args)), env)
         return Spawn(self._run, tuple(build_argv(info.command, info.current_task, info.args)), env)
 
     def _later(self, delay: float, message: Any) -> TimerHandle:
@@ -382,13 +406,16 @@ class SessionSupervisor(Child):
             self._acquiring = None
             self._finish(Status.TERMINATED, "max_lifetime", detail)
 
-    def _restart_agent(self, code: int | None, ended: str) -> bool:
-        """Schedule a restart if the policy wants one; True if it was scheduled.
+    def _restart_agent(self, code: int | None, ended: str, forced: bool = False) -> bool:
+        """Schedule a restart if the policy wants one (or it is ``forced``: a stall) and
+        ``restart_limit`` allows it; True if it was scheduled.
 
         ``ended`` says how the run ended, for the restart's detail."""
         info = self._info
-        wanted = info.restart_policy == "always" or (
-            info.restart_policy == "on-failure" and code != 0
+        wanted = (
+            forced
+            or info.restart_policy == "always"
+            or (info.restart_policy == "on-failure" and code != 0)
         )
         if not wanted or self._restarts_in_a_row >= info.restart_limit:
             return False
@@ -445,6 +472,7 @@ class SessionSupervisor(Child):
                 pid_start=start_time,
                 runs=self._run,
             )
+            self._core.watchdog.watch(self._info, self._run)
         else:  # stopping already: the run still counts, and its pid is what is stopped
             self._info = self._core.note(
                 self._info, [], runs=self._run, pid=pid, pid_start=start_time
@@ -461,6 +489,7 @@ class SessionSupervisor(Child):
             self._finish(Status.FAILED, "spawn_error", detail, runs=self._run)
 
     def _on_exited(self, code: int | None, lost_detail: str | None) -> None:
+        self._core.watchdog.unwatch(self._id)
         if self._info.setting_up:
             self._on_setup_exited(code, lost_detail)
             return
@@ -468,9 +497,14 @@ class SessionSupervisor(Child):
             log.warning("exit before spawn was confirmed", session_id=self._id)
             self._info = self._core.commit(self._info, Status.RUNNING, reason="spawned")
         detail = lost_detail or describe_exit(code)
+        stalled, self._stall_restart = self._stall_restart, None
         if self._stopping is not None:
             stop = self._stopping
             self._finish(stop.outcome, stop.reason, stop.detail or detail, exit_code=code)
+        elif stalled is not None:
+            if not self._restart_agent(code, stalled, forced=True):
+                limit = f"{stalled}; restart_limit ({self._info.restart_limit}) reached"
+                self._finish(Status.FAILED, "stalled", limit, exit_code=code)
         elif self._restart_agent(code, detail):
             pass
         elif code is None:  # not an earlier run's code, which the info still holds
@@ -487,6 +521,34 @@ class SessionSupervisor(Child):
         else:
             reason = "signal" if killed_by_signal(code) else "exit_code"
             self._finish(Status.FAILED, reason, detail, exit_code=code)
+
+    # -- the stall watchdog ---------------------------------------------------------------
+
+    def _on_stalled(self, silent: float) -> None:
+        info = self._info
+        if info.status is not Status.RUNNING or self._stopping or self._stall_restart:
+            return
+        event = SessionStalledEvent(
+            session_id=self._id,
+            at=self._core.clock.now(),
+            silent_seconds=round(silent, 3),
+            action=info.stall_action,
+        )
+        self._info = self._core.note(info, [event])
+        detail = f"its log did not grow for {silent:.0f} s (stall_timeout {info.stall_timeout:g} s)"
+        grace = self._core.config.grace_period
+        if info.stall_action == "terminate":
+            self._begin_stop(Status.TERMINATED, "stalled", detail, grace)
+        elif info.stall_action == "restart":
+            self._stall_restart = detail  # the run is stopped; its exit starts the next
+            self._signal_stop(grace)
+
+    def _on_active(self, silent: float) -> None:
+        if self._info.status is Status.RUNNING and self._stopping is None:
+            event = SessionActiveEvent(
+                session_id=self._id, at=self._core.clock.now(), silent_seconds=round(silent, 3)
+            )
+            self._info = self._core.note(self._info, [event])
 
     # -- the setup step -----------------------------------------------------------------
 

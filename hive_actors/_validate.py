@@ -207,6 +207,27 @@ def setup(value: object) -> tuple[str, ...]:
     return items
 
 
+def resume_command(value: object) -> tuple[str, ...]:
+    """A resume command template: like ``command``, or empty for none."""
+    if isinstance(value, list | tuple) and not value:
+        return ()
+    try:
+        return command(value)
+    except InvalidCommand as exc:
+        raise InvalidCommand(str(exc).replace("command", "resume_command", 1)) from None
+
+
+STALL_ACTIONS: tuple[str, ...] = ("none", "terminate", "restart")
+
+
+def stall_action(value: object, default: str) -> str:
+    if value is None:
+        return default
+    if value not in STALL_ACTIONS:
+        raise InvalidCommand(f"stall_action {value!r} is not one of {', '.join(STALL_ACTIONS)}")
+    return str(value)
+
+
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock/")
 
 

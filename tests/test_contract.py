@@ -650,3 +650,38 @@ def test_env_values_reach_the_agent_and_never_show(engine: Any, engines: Engines
     assert holders[0].parent.stat().st_mode & 0o777 == 0o700
     engine.remove_session(session_id)
     assert not holders[0].exists()
+
+
+# -- watchdogs: a stalled agent, a resumed run ---------------------------------------------
+
+
+def test_a_silent_agent_is_stalled_and_terminated(engine: Any) -> None:
+    session_id = run(engine, *FOREVER, stall_timeout=0.5, stall_action="terminate")
+    assert engine.wait(session_id, timeout=30) == "terminated"
+    info = engine.get_session_info(session_id)
+    assert info.reason == "stalled"
+    stalled = [e for e in engine.events(session_id) if e.type == "session.stalled"]
+    assert len(stalled) == 1
+    assert stalled[0].silent_seconds >= 0.5
+    assert stalled[0].action == "terminate"
+
+
+RECORDS_ARGV = (
+    "import os, sys; open(os.path.join(os.environ['HIVE_OUTPUT_DIR'], 'argv'), 'a')"
+    ".write(' '.join(sys.argv[1:]) + '\\n')"
+)
+
+
+def test_runs_after_the_first_use_the_resume_command(engine: Any) -> None:
+    session_id = engine.create_session(
+        "the task",
+        command=[sys.executable, "-c", RECORDS_ARGV, "first", "{task}"],
+        resume_command=[sys.executable, "-c", RECORDS_ARGV, "resume", "{session_id}", "{run}"],
+        restart="always",
+        restart_limit=2,
+        restart_backoff=0,
+    )
+    engine.start_session(session_id)
+    assert engine.wait(session_id, timeout=30) == "completed"
+    lines = (Path(engine.output_dir(session_id)) / "argv").read_text().splitlines()
+    assert lines == ["first the task", f"resume {session_id} 2", f"resume {session_id} 3"]

@@ -247,6 +247,9 @@ class ClusterHive(Topics):
         ref: str | None = None,
         setup: Iterable[str] | None = None,
         ports: int | None = None,
+        stall_timeout: float | None = None,
+        stall_action: str | None = None,
+        resume_command: Iterable[str] | None = None,
     ) -> str:
         """Hive.create_session, on ``host`` (by name) or on the least-loaded alive host.
 
@@ -274,6 +277,11 @@ class ClusterHive(Topics):
             "ref": ref,
             "setup": None if setup is None else list(_validate.setup(setup)),
             "ports": ports,
+            "stall_timeout": stall_timeout,
+            "stall_action": stall_action,
+            "resume_command": None
+            if resume_command is None
+            else list(_validate.resume_command(resume_command)),
         }
         session_id = _validate.new_session_id()
         name = self._place(host, session_id)

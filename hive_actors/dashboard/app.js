@@ -463,6 +463,13 @@ function onSessionEvent(id, event) {
   } else if (event.type === "session.restart") {
     $("timeline").append(el("li", {}, el("time", { text: clock(event.at) }),
       `restart of ${event.child}: ${event.detail}`));
+  } else if (event.type === "session.stalled") {
+    $("timeline").append(el("li", { class: "stalled" }, el("time", { text: clock(event.at) }),
+      `stalled: no output for ${Math.round(event.silent_seconds)} s` +
+      (event.action === "none" ? "" : ` (${event.action})`)));
+  } else if (event.type === "session.active") {
+    $("timeline").append(el("li", {}, el("time", { text: clock(event.at) }),
+      `active again after ${Math.round(event.silent_seconds)} s of silence`));
   } else if (event.type === "journal.trimmed") { // what came before is gone from the journal
     $("timeline").append(el("li", { class: "trimmed" },
       `earlier events were trimmed from the journal (it goes on from #${event.first_seq})`));

@@ -36,6 +36,7 @@ __all__ = [
     "inject_crash",
     "session_processes",
     "wait_maintenance",
+    "wait_watchdog",
 ]
 
 
@@ -142,6 +143,15 @@ def session_processes(session_id: str) -> list[int]:
     HIVE_SESSION_ID=session_id, and every member of the process group of a run of it that
     this process spawned."""
     return _process.session_processes({session_id}).get(session_id, [])
+
+
+def wait_watchdog(hive: Hive, looks: int, timeout: float = 10.0) -> None:
+    """Block until the Hive's stall watchdog has looked at its runs ``looks`` times in all.
+
+    It looks every second of the hive's clock: advance a FakeClock, then wait here for
+    the look that triggered (a look sees the clock as it is when it runs)."""
+    if not hive._core.watchdog.wait_checks(looks, timeout):
+        raise TimeoutError(f"the stall watchdog did not look {looks} times in {timeout} s")
 
 
 def wait_maintenance(hive: Hive, passes: int, timeout: float = 10.0) -> None:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import structlog
@@ -125,7 +126,7 @@ class Maintenance:
                     continue
             except FileNotFoundError:
                 continue
-            rotate(path, keep)
+            rotate(path, keep, partial(self._core.watchdog.truncate, info.session_id, path))
 
 
 TRIM_BATCH = 200
@@ -190,8 +191,9 @@ def _let_writers_in() -> None:
     time.sleep(0)
 
 
-def rotate(path: Path, keep: int) -> None:
-    """``path`` -> ``path.1`` -> ... -> ``path.<keep>`` (dropped), then truncate ``path``."""
+def rotate(path: Path, keep: int, truncate: Callable[[], None] | None = None) -> None:
+    """``path`` -> ``path.1`` -> ... -> ``path.<keep>`` (dropped), then truncate ``path``
+    (by ``truncate``, if given: the stall watchdog truncates it under its own lock)."""
     with contextlib.suppress(FileNotFoundError):
         Path(f"{path}.{keep}").unlink()
     for index in range(keep - 1, 0, -1):
@@ -200,4 +202,7 @@ def rotate(path: Path, keep: int) -> None:
     if keep > 0:
         with path.open("rb") as source, open(f"{path}.1", "wb", opener=open_private) as copy:
             shutil.copyfileobj(source, copy)
-    os.truncate(path, 0)
+    if truncate is None:
+        os.truncate(path, 0)
+    else:
+        truncate()

@@ -178,6 +178,8 @@ class SessionSupervisor(Child):
         self._timers: list[TimerHandle] = []
         self._stall_restart: str | None = None
         """Why the run being stopped is to be followed by a new one (it stalled)."""
+        self._stall_grace_ends = 0.0
+        """When that stop's grace period ends (clock's monotonic time)."""
 
     @property
     def _id(self) -> str:
@@ -406,9 +408,12 @@ class SessionSupervisor(Child):
             self._acquiring = None
             self._finish(Status.TERMINATED, "max_lifetime", detail)
 
-    def _restart_agent(self, code: int | None, ended: str, forced: bool = False) -> bool:
+    def _restart_agent(
+        self, code: int | None, ended: str, forced: bool = False, at_least: float = 0.0
+    ) -> bool:
         """Schedule a restart if the policy wants one (or it is ``forced``: a stall) and
-        ``restart_limit`` allows it; True if it was scheduled.
+        ``restart_limit`` allows it, after the backoff and at least ``at_least`` s; True if
+        it was scheduled.
 
         ``ended`` says how the run ended, for the restart's detail."""
         info = self._info
@@ -419,7 +424,7 @@ class SessionSupervisor(Child):
         )
         if not wanted or self._restarts_in_a_row >= info.restart_limit:
             return False
-        delay = min(info.restart_backoff * 2**self._restarts_in_a_row, MAX_BACKOFF)
+        delay = max(min(info.restart_backoff * 2**self._restarts_in_a_row, MAX_BACKOFF), at_least)
         self._restarts_in_a_row += 1
         detail = (
             f"{ended}; restart {self._restarts_in_a_row} of {info.restart_limit} in {delay:g} s"
@@ -502,7 +507,10 @@ class SessionSupervisor(Child):
             stop = self._stopping
             self._finish(stop.outcome, stop.reason, stop.detail or detail, exit_code=code)
         elif stalled is not None:
-            if not self._restart_agent(code, stalled, forced=True):
+            # Not before the stopped run's grace period is over: its end kills what it left
+            # by the session's marker, which the next run carries too.
+            grace_left = max(0.0, self._stall_grace_ends - self._core.clock.monotonic())
+            if not self._restart_agent(code, stalled, forced=True, at_least=grace_left):
                 limit = f"{stalled}; restart_limit ({self._info.restart_limit}) reached"
                 self._finish(Status.FAILED, "stalled", limit, exit_code=code)
         elif self._restart_agent(code, detail):
@@ -537,14 +545,22 @@ class SessionSupervisor(Child):
         self._info = self._core.note(info, [event])
         detail = f"its log did not grow for {silent:.0f} s (stall_timeout {info.stall_timeout:g} s)"
         grace = self._core.config.grace_period
+        if info.stall_action == "none":
+            return
+        self._core.watchdog.unwatch(self._id)  # what it says while it stops is no news
         if info.stall_action == "terminate":
             self._begin_stop(Status.TERMINATED, "stalled", detail, grace)
-        elif info.stall_action == "restart":
+        elif self._restarts_in_a_row >= info.restart_limit:
+            detail += f"; restart_limit ({info.restart_limit}) reached"
+            self._begin_stop(Status.FAILED, "stalled", detail, grace)
+        else:
             self._stall_restart = detail  # the run is stopped; its exit starts the next
+            self._stall_grace_ends = self._core.clock.monotonic() + grace
             self._signal_stop(grace)
 
     def _on_active(self, silent: float) -> None:
-        if self._info.status is Status.RUNNING and self._stopping is None:
+        running = self._info.status is Status.RUNNING
+        if running and self._stopping is None and self._stall_restart is None:
             event = SessionActiveEvent(
                 session_id=self._id, at=self._core.clock.now(), silent_seconds=round(silent, 3)
             )

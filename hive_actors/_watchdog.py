@@ -16,6 +16,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pykka
@@ -86,6 +87,15 @@ class Watchdog:
         )
         with self._lock:
             self._watches[info.session_id] = watch
+
+    def truncate(self, session_id: str, log_file: Path) -> None:
+        """Empty the session's log (its rotation): no look sees that as news, and it grows
+        from nothing."""
+        with self._lock:
+            os.truncate(log_file, 0)
+            watch = self._watches.get(session_id)
+            if watch is not None:
+                watch.size = 0
 
     def unwatch(self, session_id: str) -> None:
         with self._lock:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hive_actors import Hive
-from hive_actors.testing import FakeClock, wait_watchdog
+from hive_actors.testing import FakeClock, wait_maintenance, wait_watchdog
 
 from .conftest import Daemon, Hives, Recorder, eventually
 
@@ -101,29 +101,61 @@ def test_a_stalled_agent_is_terminated(
 def test_a_stalled_agent_is_restarted_whatever_its_policy_until_restart_limit(
     hives: Hives, clock: FakeClock, ready: Any, tmp_path: Path
 ) -> None:
-    hive = hives.open(clock=clock)
-    session_id = silent_run(
-        hive,
-        clock,
-        ready,
-        tmp_path,
+    hive = hives.open(clock=clock, grace_period=5)
+    signal_ = ready()
+    session_id = hive.create_session(
+        "t",
         stall_timeout=60,
         stall_action="restart",
         restart="never",
         restart_limit=1,
         restart_backoff=0,
     )
-    looked(hive, clock, 61)  # stalled: the run is stopped, a new one starts
-    hive._core.table.wait_for(session_id, lambda i: i.runs == 2 and i.status == "running", 30)
-    info = hive.get_session_info(session_id)
-    assert info.restarts == 1
+    hive.start_session(session_id, ["--ready", str(signal_.path), "--sleep", "inf"])
+    signal_.wait()
     looked(hive, clock, 1)
-    looked(hive, clock, 61)  # stalled again: restart_limit (1) is spent
+    looked(hive, clock, 61)  # stalled: SIGTERM; it ends; the next run waits out the grace
+    hive._core.table.wait_for(session_id, lambda i: i.status == "starting", 30)
+    clock.advance(5)  # the stopped run's grace is over (its leftovers hunted), then run 2
+    second = signal_.wait()["pid"]
+    info = hive.get_session_info(session_id)
+    assert (info.status, info.runs, info.restarts) == ("running", 2, 1)
+    looked(hive, clock, 1)
+    looked(hive, clock, 30)  # past every timer of the first run's stop: run 2 lives on
+    assert hive.status(session_id) == "running"
+    assert Path(f"/proc/{second}").exists()
+    looked(hive, clock, 31)  # stalled again: restart_limit (1) is spent
     assert hive.wait(session_id, timeout=30) == "failed"
     info = hive.get_session_info(session_id)
     assert info.reason == "stalled"
     assert "restart_limit (1) reached" in (info.detail or "")
     assert [e.type for e in hive.events(session_id)].count("session.stalled") == 2
+    assert "stopping" in [str(e.to) for e in hive.events(session_id) if e.type == "session.status"]
+
+
+def test_a_rotated_log_is_no_news_to_the_watchdog(
+    hives: Hives, clock: FakeClock, ready: Any, tmp_path: Path
+) -> None:
+    hive = hives.open(clock=clock, stall_timeout=30, log_max_bytes=1024, maintenance_interval=20)
+    recorder = Recorder()
+    hive.subscribe_to_all_sessions(recorder)
+    signal_ = ready()
+    session_id = hive.create_session("t")
+    chatty = ["--ready", str(signal_.path), "--writes", "1", "--sleep", "inf"]
+    hive.start_session(session_id, chatty)
+    signal_.wait()
+    log = Path(hive.log_file(session_id))
+    with log.open("ab") as padding:  # past log_max_bytes: the next pass rotates it
+        padding.write(b"x" * 2048 + b"\n")
+    looked(hive, clock, 1)
+    clock.advance(19)
+    wait_maintenance(hive, 1)  # the first pass: it rotates the log
+    assert log.stat().st_size == 0
+    looked(hive, clock, 1)
+    looked(hive, clock, 11)  # 31 s of silence since the padding: stalled, never active
+    first(recorder, "session.stalled")
+    assert "session.active" not in [e.type for e in recorder.events]
+    hive.terminate_session(session_id, grace=0)
 
 
 def test_an_agent_that_speaks_is_never_stalled(hives: Hives, clock: FakeClock) -> None:

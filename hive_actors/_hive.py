@@ -379,8 +379,11 @@ class Hive(Topics):
         spec["ref"] = _validate.ref(ref, repo)
         spec["setup"] = self.config.setup if setup is None else _validate.setup(setup)
         spec["ports"] = _validate.ports(ports, self.config.ports_per_session)
-        spec["stall_timeout"] = _optional_seconds(
-            stall_timeout, self.config.stall_timeout, "stall_timeout"
+        # 0: not watched, whatever the Hive's default (None takes the default).
+        spec["stall_timeout"] = (
+            None
+            if stall_timeout == 0 and not isinstance(stall_timeout, bool)
+            else _optional_seconds(stall_timeout, self.config.stall_timeout, "stall_timeout")
         )
         spec["stall_action"] = _validate.stall_action(stall_action, self.config.stall_action)
         spec["resume_command"] = (

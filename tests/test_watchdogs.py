@@ -230,3 +230,9 @@ def test_stall_and_resume_options_through_hivectl_and_http(daemon: Daemon) -> No
     with daemon.http() as http:
         reply = http.post("/sessions", json={"task": "t", "stall_timeout": -1})
         assert reply.status_code == 422
+
+
+def test_a_session_may_opt_out_of_the_hives_stall_timeout(hives: Hives) -> None:
+    hive = hives.open(stall_timeout=30, stall_action="terminate")
+    assert hive.get_session_info(hive.create_session("t")).stall_timeout == 30
+    assert hive.get_session_info(hive.create_session("t", stall_timeout=0)).stall_timeout is None

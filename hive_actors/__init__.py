@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from hive_actors._config import DEFAULT_COMMAND, HiveConfig
     from hive_actors._events import EventStream, Subscription
     from hive_actors._git import Changes, Commit, FileChange
-    from hive_actors._hive import ExecuteResult, Hive, HiveStats, SessionContext
+    from hive_actors._hive import Hive, HiveStats, SessionContext
     from hive_actors._models import (
         ContextMessageEvent,
         Event,
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         SessionTerminatedEvent,
         parse_event,
     )
+    from hive_actors._pooling import ExecuteResult
     from hive_actors._states import NOT_FOUND, TERMINAL, TRANSITIONS, Status
 
 __version__ = "0.1.0"
@@ -69,7 +70,7 @@ _LAZY: dict[str, str] = {
     "Event": "hive_actors._models",
     "EventBase": "hive_actors._models",
     "EventStream": "hive_actors._events",
-    "ExecuteResult": "hive_actors._hive",
+    "ExecuteResult": "hive_actors._pooling",
     "Hive": "hive_actors._hive",
     "HiveConfig": "hive_actors._config",
     "HiveStats": "hive_actors._hive",

@@ -30,6 +30,7 @@ from hive_actors._git import Changes
 from hive_actors._maintenance import Maintenance
 from hive_actors._manager import SessionManager
 from hive_actors._models import HostInfo, SessionInfo, SessionStatusEvent
+from hive_actors._pooling import Pooling
 from hive_actors._recovery import recover
 from hive_actors._runtime import NotHandled
 from hive_actors._states import NOT_FOUND, SETTLED, TERMINAL, TRANSITIONS, Status
@@ -91,19 +92,7 @@ class HiveStats:
     """Share of those that ran on an idle pooled session instead of a new one."""
 
 
-@dataclass(frozen=True, slots=True)
-class ExecuteResult:
-    """How one task run by ``Hive.execute`` ended."""
-
-    session_id: str
-    task: str
-    status: str
-    exit_code: int | None
-    reused: bool
-    """True if it ran on an idle persistent session of its role, False if on a new one."""
-
-
-class Hive(Topics):
+class Hive(Pooling, Topics):
     """One supervision tree of agent sessions, with the client API to drive it.
 
     Use it as a context manager (or call ``close``): closing terminates every running
@@ -134,10 +123,7 @@ class Hive(Topics):
         self._create_lock = threading.Condition()
         self._creating: set[str] = set()
         self._ended_context_lock = threading.Lock()
-        self._pool_lock = threading.Lock()
-        self._claimed: set[str] = set()
-        self._executes = 0
-        self._reused = 0
+        self._init_pooling()
         self._subscriptions: dict[int, Subscription] = {}
         try:
             self._manager = SessionManager.start(self._core)
@@ -618,84 +604,6 @@ class Hive(Topics):
                 )
             self._core.forget(info, delete_branch)
 
-    def execute(
-        self,
-        task: str,
-        role: str,
-        *,
-        priority: str = "medium",
-        metadata: Mapping[str, Any] | None = None,
-        args: Iterable[str] | None = None,
-        timeout: float | None = None,
-    ) -> ExecuteResult:
-        """Run ``task`` on an idle persistent session of ``role``, or on a new one.
-
-        The seeds' pooling: a session that finished a task cleanly goes idle and takes
-        the next task of its role, so its workspace and context carry over. Blocks until
-        the run is over; raises TimeoutError after ``timeout`` seconds.
-        """
-        (result,) = self.execute_batch(
-            [task], role, priority=priority, metadata=metadata, args=args, timeout=timeout
-        )
-        return result
-
-    def execute_batch(
-        self,
-        tasks: Iterable[str],
-        role: str,
-        *,
-        priority: str = "medium",
-        metadata: Mapping[str, Any] | None = None,
-        args: Iterable[str] | None = None,
-        timeout: float | None = None,
-    ) -> list[ExecuteResult]:
-        """Run several tasks one after the other in one session of ``role``.
-
-        Stops at the first task that does not end cleanly (the session has then ended):
-        the results list only the tasks that ran.
-        """
-        tasks = [_validate.task(task) for task in tasks]
-        role = _validate.role(role) or ""
-        if not role:
-            raise InvalidInput("execute needs a role: sessions are pooled by role")
-        session_id, reused = self._claim(role, tasks[0] if tasks else "", priority, metadata)
-        results: list[ExecuteResult] = []
-        try:
-            for task in tasks:
-                self.start_session(session_id, args, task=task)
-                status = self.wait(session_id, timeout)
-                info = self.get_session_info(session_id)
-                results.append(ExecuteResult(session_id, task, status, info.exit_code, reused))
-                with self._pool_lock:
-                    self._executes += 1
-                    self._reused += reused
-                reused = True  # the next task reuses this session
-                if status != "idle":
-                    break
-        finally:
-            with self._pool_lock:
-                self._claimed.discard(session_id)
-        return results
-
-    def _claim(
-        self, role: str, first_task: str, priority: str, metadata: Mapping[str, Any] | None
-    ) -> tuple[str, bool]:
-        """An idle persistent session of ``role`` no other execute holds, else a new one."""
-        with self._pool_lock:
-            for info in self._core.table.all():
-                if (
-                    info.role == role
-                    and info.persistent
-                    and info.status is Status.IDLE
-                    and info.session_id not in self._claimed
-                ):
-                    self._claimed.add(info.session_id)
-                    return info.session_id, True
-        session_id = self.create_session(first_task, priority, metadata, role=role, persistent=True)
-        with self._pool_lock:
-            self._claimed.add(session_id)
-        return session_id, False
-
     def metrics(self) -> bytes:
         """Every metric in the Prometheus text format (what the daemon serves at /metrics).
 
@@ -717,8 +625,8 @@ class Hive(Topics):
             actors=self._core.pool.live_actors,
             actor_threads=self._core.pool.thread_count,
             last_seq=self._core.registry.last_seq,
-            executes=self._executes,
-            reuse_rate=self._reused / self._executes if self._executes else 0.0,
+            executes=self.pool_counts[0],
+            reuse_rate=self.pool_counts[1],
         )
 
     # -- context ----------------------------------------------------------------------------

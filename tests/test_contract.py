@@ -27,7 +27,7 @@ from hive_actors import (
 )
 from hive_actors.testing import fake_agent_command
 
-from .conftest import GIT_IDENTITY, Engines, Recorder, branches, git, worktrees
+from .conftest import GIT_IDENTITY, Engines, Recorder, branches, git, in_threads, worktrees
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
@@ -685,3 +685,38 @@ def test_runs_after_the_first_use_the_resume_command(engine: Any) -> None:
     assert engine.wait(session_id, timeout=30) == "completed"
     lines = (Path(engine.output_dir(session_id)) / "argv").read_text().splitlines()
     assert lines == ["first the task", f"resume {session_id} 2", f"resume {session_id} 3"]
+
+
+# -- role pooling (execute) ----------------------------------------------------------------
+
+
+def test_execute_reuses_an_idle_session_of_the_role(engine: Any) -> None:
+    first = engine.execute("write the parser", role="coder")
+    assert (first.status, first.exit_code, first.reused) == ("idle", 0, False)
+    second = engine.execute("write the tests", role="coder")
+    assert (second.session_id, second.reused) == (first.session_id, True)
+    other = engine.execute("review", role="reviewer")
+    assert other.session_id != first.session_id
+    info = engine.get_session_info(first.session_id)
+    assert (info.runs, info.task, info.current_task) == (2, "write the parser", "write the tests")
+    seen = json.loads(Path(info.output_dir, "env.json").read_text())
+    assert seen["HIVE_TASK"] == "write the tests"  # the run's own task, in env and argv
+    assert json.loads(seen["argv"])[0] == "write the tests"
+    stats = engine.stats()
+    assert (stats.executes, round(stats.reuse_rate, 3)) == (3, round(1 / 3, 3))
+
+
+def test_execute_batch_runs_every_task_in_one_session(engine: Any) -> None:
+    results = engine.execute_batch(["one", "two", "three"], role="batcher")
+    assert [r.task for r in results] == ["one", "two", "three"]
+    assert len({r.session_id for r in results}) == 1
+    assert [r.reused for r in results] == [False, True, True]
+    assert engine.get_session_info(results[0].session_id).runs == 3
+
+
+def test_concurrent_executes_never_share_a_session(engine: Any) -> None:
+    engine.execute("warm up", role="pool")
+    results = in_threads(lambda index: engine.execute(f"task {index}", role="pool"), range(4))
+    assert len({r.session_id for r in results}) == 4  # no session ran two tasks at once
+    assert all(r.status == "idle" for r in results)
+    assert sum(r.reused for r in results) >= 1  # the warm session was taken by one of them

@@ -2,45 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from hive_actors import Hive
 from hive_actors.testing import FakeClock
 
-from .conftest import Hives, Recorder, in_threads
-
-
-def test_execute_reuses_an_idle_session_of_the_role(hive: Hive) -> None:
-    first = hive.execute("write the parser", role="coder")
-    assert (first.status, first.exit_code, first.reused) == ("idle", 0, False)
-    second = hive.execute("write the tests", role="coder")
-    assert (second.session_id, second.reused) == (first.session_id, True)
-    other = hive.execute("review", role="reviewer")
-    assert other.session_id != first.session_id
-    info = hive.get_session_info(first.session_id)
-    assert (info.runs, info.task, info.current_task) == (2, "write the parser", "write the tests")
-    seen = json.loads(Path(info.output_dir, "env.json").read_text())
-    assert seen["HIVE_TASK"] == "write the tests"  # the run's own task, in env and argv
-    assert json.loads(seen["argv"])[0] == "write the tests"
-    stats = hive.stats()
-    assert (stats.executes, round(stats.reuse_rate, 3)) == (3, round(1 / 3, 3))
-
-
-def test_execute_batch_runs_every_task_in_one_session(hive: Hive) -> None:
-    results = hive.execute_batch(["one", "two", "three"], role="batcher")
-    assert [r.task for r in results] == ["one", "two", "three"]
-    assert len({r.session_id for r in results}) == 1
-    assert [r.reused for r in results] == [False, True, True]
-    assert hive.get_session_info(results[0].session_id).runs == 3
-
-
-def test_concurrent_executes_never_share_a_session(hive: Hive) -> None:
-    hive.execute("warm up", role="pool")
-    results = in_threads(lambda index: hive.execute(f"task {index}", role="pool"), range(4))
-    assert len({r.session_id for r in results}) == 4  # no session ran two tasks at once
-    assert all(r.status == "idle" for r in results)
-    assert sum(r.reused for r in results) >= 1  # the warm session was taken by one of them
+from .conftest import Hives, Recorder
 
 
 def test_idle_timeout_completes_an_idle_session(

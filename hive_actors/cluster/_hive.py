@@ -29,6 +29,7 @@ from hive_actors._git import Changes
 from hive_actors._hive import HiveStats, SessionContext
 from hive_actors._metrics import Metrics
 from hive_actors._models import Event, HostInfo, SessionInfo, parse_event
+from hive_actors._pooling import Pooling
 from hive_actors._states import NOT_FOUND, SETTLED, TERMINAL, Status
 from hive_actors.cluster._coordinator import (
     HOST_LOST,
@@ -83,7 +84,7 @@ _RETRIED = frozenset(
 _FORBIDDEN_SETTINGS = frozenset({"root", "shutdown"})
 
 
-class ClusterHive(Topics):
+class ClusterHive(Pooling, Topics):
     """Hive's API over a Ray cluster: the same calls, results and errors, plus ``hosts()``
     and ``create_session(host=...)``.
 
@@ -116,6 +117,7 @@ class ClusterHive(Topics):
         self._namespace = namespace
         self._closed = False
         self._close_lock = threading.Lock()
+        self._init_pooling()
         _join_ray(address)
         try:
             self._coordinator = CoordinatorActor.options(
@@ -438,8 +440,8 @@ class ClusterHive(Topics):
             actors=total("actors"),
             actor_threads=total("actor_threads"),
             last_seq=self._seq,
-            executes=0,
-            reuse_rate=0.0,
+            executes=self.pool_counts[0],
+            reuse_rate=self.pool_counts[1],
         )
 
     def metrics(self) -> bytes:

@@ -184,8 +184,10 @@ def test_a_runner_found_dead_at_a_spawn_is_restarted_and_spawns_once(hive: Hive,
     )
     supervisor = hive._core.table.supervisor(session_id)
     assert supervisor is not None
+    actor = supervisor._actor_weakref()  # type: ignore[attr-defined]
+    eventually(lambda: "runner" in actor._children)  # its on_start has made its children
     # The runner gone without a word (its ChildFailed not seen yet) when a start comes.
-    supervisor._actor_weakref()._children["runner"].stop(block=True)  # type: ignore[attr-defined]
+    actor._children["runner"].stop(block=True)
     hive.start_session(session_id)
     assert hive.wait(session_id, timeout=30) == "idle"
     assert marker.read_text() == "run\n"  # one agent, not two

@@ -269,7 +269,7 @@ def add_worktree(origin: Origin, worktree: Path, branch: str) -> None:
     """
     with repository_lock(origin.common_dir):
         _enable_worktree_config(origin)
-        if _branch_exists(origin.repo, branch):
+        if _branch_at(origin.repo, branch) is not None:
             raise InvalidRepository(
                 f"cannot make branch {branch!r} in repository {origin.repo}: it exists already"
             )
@@ -308,18 +308,15 @@ def add_worktree(origin: Origin, worktree: Path, branch: str) -> None:
 def untouched(origin: Origin, branch: str) -> bool:
     """``branch`` exists and is still at the commit the session started from: nothing was
     done on it (the debris of a create cut short, which may be taken back)."""
-    try:
-        return run(origin.repo, "rev-parse", "--verify", "--quiet", branch).strip() == origin.base
-    except GitFailed:
-        return False
+    return _branch_at(origin.repo, branch) == origin.base
 
 
-def _branch_exists(repo: str, branch: str) -> bool:
+def _branch_at(repo: str, branch: str) -> str | None:
+    """The commit ``branch`` points at; None if there is no such branch."""
     try:
-        run(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}")
+        return run(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}").strip()
     except GitFailed:
-        return False
-    return True
+        return None
 
 
 def _enable_worktree_config(origin: Origin) -> None:

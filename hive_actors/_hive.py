@@ -615,6 +615,7 @@ class Hive(Pooling, Topics):
 
     def stats(self) -> HiveStats:
         infos = self._core.table.all()
+        executes, reuse_rate = self.pool_counts
         return HiveStats(
             sessions=len(infos),
             by_status=dict(Counter(str(info.status) for info in infos)),
@@ -625,8 +626,8 @@ class Hive(Pooling, Topics):
             actors=self._core.pool.live_actors,
             actor_threads=self._core.pool.thread_count,
             last_seq=self._core.registry.last_seq,
-            executes=self.pool_counts[0],
-            reuse_rate=self.pool_counts[1],
+            executes=executes,
+            reuse_rate=reuse_rate,
         )
 
     # -- context ----------------------------------------------------------------------------
@@ -801,9 +802,11 @@ def _changes(info: SessionInfo, max_bytes: int) -> Changes:
         return _git.changes(
             info.session_id, Path(info.working_dir), info.base, info.branch, max_bytes
         )
-    except (_git.GitFailed, OSError) as exc:
-        cause = OSError(getattr(exc, "errno", None), getattr(exc, "stderr", None) or str(exc))
-        raise WorkspaceError(info.working_dir, cause, action="read the changes in") from None
+    except _git.GitFailed as exc:
+        cause = OSError(exc.stderr)
+    except OSError as exc:
+        cause = exc
+    raise WorkspaceError(info.working_dir, cause, action="read the changes in") from None
 
 
 def _optional_seconds(value: object, default: float | None, name: str) -> float | None:

@@ -142,15 +142,15 @@ class Pooling:
         start ``task`` on it; else make one. One that another client started meanwhile
         (another front end of a cluster, another daemon client) is passed over."""
         while True:
+            # Listed outside the lock: on a cluster that asks every host.
+            pooled = [
+                info.session_id
+                for info in self.list_sessions(status="idle")
+                if info.role == role and info.persistent
+            ]
             with self._pool_lock:
-                idle = [
-                    info.session_id
-                    for info in self.list_sessions(status="idle")
-                    if info.role == role
-                    and info.persistent
-                    and info.session_id not in self._claimed
-                ]
-                session_id = idle[0] if idle else None
+                free = [session_id for session_id in pooled if session_id not in self._claimed]
+                session_id = free[0] if free else None
                 if session_id is not None:
                     self._claimed.add(session_id)
             if session_id is None:

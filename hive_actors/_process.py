@@ -147,9 +147,20 @@ def resolve_program(program: str, env: Mapping[str, str]) -> str:
     return found
 
 
-def build_argv(template: Sequence[str], task: str, args: Sequence[str]) -> list[str]:
-    """The command template with every ``{task}`` filled in, then the start arguments."""
-    return [part.replace("{task}", task) for part in template] + list(args)
+def build_argv(
+    template: Sequence[str],
+    task: str,
+    args: Sequence[str],
+    fields: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The command template with every ``{task}`` filled in, then the start arguments.
+
+    ``fields`` (``{"{run}": "2"}``, say) are filled in first: the task, which is the
+    caller's text, is never searched for them."""
+    parts = list(template)
+    for name, value in (fields or {}).items():
+        parts = [part.replace(name, value) for part in parts]
+    return [part.replace("{task}", task) for part in parts] + list(args)
 
 
 @dataclass(eq=False)
@@ -197,11 +208,15 @@ class AgentProcess:
         resolve_program(argv[0], env)
         try:  # owner-only, if it has to be made again
             log = open(log_file, "ab", opener=open_private)  # noqa: SIM115 - closed below
-            if header is not None:
-                log.write(header.encode(errors="replace"))
-                log.flush()
         except OSError as exc:
             raise LogUnavailable(log_file, exc) from exc
+        if header is not None:
+            try:
+                log.write(header.encode(errors="replace"))
+                log.flush()
+            except OSError as exc:
+                log.close()
+                raise LogUnavailable(log_file, exc) from exc
         _live_runs[session_id] = run  # before the fork: see Sweeper
         try:
             with log:

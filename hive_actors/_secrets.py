@@ -51,21 +51,22 @@ class Secrets:
             self._cache[session_id] = dict(values)
 
     def get(self, session_id: str) -> dict[str, str]:
-        """The values kept for ``session_id`` ({} if none)."""
+        """The values kept for ``session_id`` ({} if none); the kept mapping itself, to
+        read."""
         with self._lock:
             cached = self._cache.get(session_id)
         if cached is not None:
             return cached
         path = self._path(session_id)
         try:
-            values = json.loads(path.read_bytes())
+            values: dict[str, str] = json.loads(path.read_bytes())
         except FileNotFoundError:
             values = {}
         except (OSError, ValueError) as exc:
             raise CorruptState(f"{path}: a session's environment cannot be read ({exc})") from exc
         with self._lock:
             self._cache[session_id] = values
-        return dict(values)
+        return values
 
     def strays(self, known: set[str]) -> list[str]:
         """Remove the values kept for sessions not in ``known`` (a create cut short

@@ -366,12 +366,11 @@ class SessionSupervisor(Child):
         if info.setting_up:
             return Spawn(self._run, info.setup, env, setup=True)
         if self._run > 1 and info.resume_command:  # a run after the first: it resumes
-            template = [
-                part.replace("{session_id}", info.session_id).replace("{run}", str(self._run))
-                for part in info.resume_command
-            ]
-            return Spawn(self._run, tuple(build_argv(template, info.current_task, info.args)), env)
-        return Spawn(self._run, tuple(build_argv(info.command, info.current_task, info.args)), env)
+            fields = {"{session_id}": info.session_id, "{run}": str(self._run)}
+            argv = build_argv(info.resume_command, info.current_task, info.args, fields)
+        else:
+            argv = build_argv(info.command, info.current_task, info.args)
+        return Spawn(self._run, tuple(argv), env)
 
     def _later(self, delay: float, message: Any) -> TimerHandle:
         """Tell ourselves ``message`` after ``delay`` seconds of the hive's clock."""
@@ -543,10 +542,10 @@ class SessionSupervisor(Child):
             action=info.stall_action,
         )
         self._info = self._core.note(info, [event])
-        detail = f"its log did not grow for {silent:.0f} s (stall_timeout {info.stall_timeout:g} s)"
-        grace = self._core.config.grace_period
         if info.stall_action == "none":
             return
+        detail = f"its log did not grow for {silent:.0f} s (stall_timeout {info.stall_timeout:g} s)"
+        grace = self._core.config.grace_period
         self._core.watchdog.unwatch(self._id)  # what it says while it stops is no news
         if info.stall_action == "terminate":
             self._begin_stop(Status.TERMINATED, "stalled", detail, grace)

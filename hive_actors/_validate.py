@@ -175,20 +175,20 @@ def metadata_json(text: str) -> dict[str, Any]:
     return metadata(value)
 
 
-def command(value: object) -> tuple[str, ...]:
+def command(value: object, name: str = "command") -> tuple[str, ...]:
     """An agent command template: a non-empty list of non-empty strings, never a shell line."""
     if isinstance(value, str) or not isinstance(value, Iterable):
         raise InvalidCommand(
-            f"command must be a non-empty list of strings such as "
+            f"{name} must be a non-empty list of strings such as "
             f'["claude-flow", "hive-mind", "spawn", "{{task}}"], not {value!r}'
         )
     items = tuple(value)
     if not items:
-        raise InvalidCommand("command is empty; give at least the program to run")
+        raise InvalidCommand(f"{name} is empty; give at least the program to run")
     for index, item in enumerate(items):
-        _argv_string(item, f"command[{index}]", MAX_ARG_BYTES, InvalidCommand)
+        _argv_string(item, f"{name}[{index}]", MAX_ARG_BYTES, InvalidCommand)
     if not items[0]:
-        raise InvalidCommand("command[0] is empty; it must name the program to run")
+        raise InvalidCommand(f"{name}[0] is empty; it must name the program to run")
     return items
 
 
@@ -211,10 +211,7 @@ def resume_command(value: object) -> tuple[str, ...]:
     """A resume command template: like ``command``, or empty for none."""
     if isinstance(value, list | tuple) and not value:
         return ()
-    try:
-        return command(value)
-    except InvalidCommand as exc:
-        raise InvalidCommand(str(exc).replace("command", "resume_command", 1)) from None
+    return command(value, "resume_command")
 
 
 STALL_ACTIONS: tuple[str, ...] = ("none", "terminate", "restart")
@@ -228,14 +225,14 @@ def stall_action(value: object, default: str) -> str:
     return str(value)
 
 
-_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock/")
+_BRANCH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock/")
 
 
 def branch_prefix(value: object) -> str:
     """The start of a session branch's name: what git accepts in a branch name."""
     if (
         not isinstance(value, str)
-        or _REF_FORBIDDEN.search(value)
+        or _BRANCH_FORBIDDEN.search(value)
         or value.startswith(("-", "/", "."))
     ):
         raise InvalidConfig(

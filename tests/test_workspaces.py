@@ -15,7 +15,9 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -669,13 +671,19 @@ def test_a_lock_another_git_holds_is_waited_out_briefly(
     hive = hives.open()
     lock = repo / ".git" / "config.lock"  # another git is writing the repository's config
     lock.write_text("")
-    releaser = threading.Timer(0.3, lock.unlink)
-    releaser.start()
-    try:
-        session_id = hive.create_session("t", repo=str(repo))
-    finally:
-        releaser.join()
+    waits: list[float] = []
+
+    def other_git_lets_go(seconds: float) -> None:  # as the retry waits, the other git ends
+        waits.append(seconds)
+        lock.unlink(missing_ok=True)
+
+    monkeypatch.setattr(
+        _git, "time", SimpleNamespace(monotonic=time.monotonic, sleep=other_git_lets_go)
+    )
+    session_id = hive.create_session("t", repo=str(repo))
     assert worktrees(repo) == [hive.get_session_info(session_id).working_dir]
+    assert waits  # it did wait for the lock
+    monkeypatch.setattr(_git, "time", time)
 
     other = make_repo(repo.parent / "other")
     (other / ".git" / "config.lock").write_text("")  # held for good: given up on, clearly

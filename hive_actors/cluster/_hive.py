@@ -430,6 +430,7 @@ class ClusterHive(Pooling, Topics):
         def total(key: str) -> int:
             return sum(int(stats[key]) for stats in each)
 
+        executes, reuse_rate = self.pool_counts
         return HiveStats(
             sessions=total("sessions"),
             by_status=dict(by_status),
@@ -440,8 +441,8 @@ class ClusterHive(Pooling, Topics):
             actors=total("actors"),
             actor_threads=total("actor_threads"),
             last_seq=self._seq,
-            executes=self.pool_counts[0],
-            reuse_rate=self.pool_counts[1],
+            executes=executes,
+            reuse_rate=reuse_rate,
         )
 
     def metrics(self) -> bytes:

@@ -126,6 +126,13 @@ def _create(options: argparse.Namespace) -> int:
         "resume_command": None
         if options.resume_command is None
         else _json_list(options.resume_command, "--resume-command", '["claude", "--continue"]'),
+        # Checked by the daemon, which says what is accepted (exit 4).
+        "limits": {
+            name: value
+            for name in ("memory", "pids", "cpus")
+            if (value := getattr(options, name)) is not None
+        }
+        or None,
     }
     info = _client(options).call("POST", "/sessions", body=body)
     _out(info["session_id"])
@@ -549,6 +556,11 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one statement per o
     sub.add_argument(
         "--ports", type=int, metavar="N", help="give the session N TCP ports of its own"
     )
+    sub.add_argument(
+        "--memory", metavar="SIZE", help="memory limit: bytes, or with K, M, G (2G; 1K = 1024)"
+    )
+    sub.add_argument("--pids", metavar="N", help="limit on its processes and threads at once")
+    sub.add_argument("--cpus", metavar="CORES", help="CPU limit in cores, such as 0.5 or 2")
     sub.add_argument(
         "--stall-timeout", type=float, metavar="S", help="a stall: its log still for S seconds"
     )

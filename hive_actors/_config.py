@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hive_actors import _validate
+from hive_actors._models import Limits
 from hive_actors._paths import default_root, usable_root
 from hive_actors.errors import InvalidConfig
 
@@ -83,6 +84,15 @@ class HiveConfig(BaseModel):
     resume_command: tuple[str, ...] = ()
     """Default argv template of every run after the first (``{task}``, ``{session_id}``,
     ``{run}``); empty: ``command`` again."""
+    memory_max: int | None = None
+    """Default memory limit of a session (bytes, or ``512M``, ``2G``: 1K = 1024)."""
+    pids_max: int | None = None
+    """Default limit on a session's processes and threads at once."""
+    cpus_max: float | None = None
+    """Default limit on a session's CPU, in cores (a quota: ``0.5`` is half a core)."""
+    cgroups: Literal["auto", "off"] = "auto"
+    """``auto``: a cgroup per run where this machine lets the Hive make them (see
+    docs/limits.md); ``off``: process groups and the session marker only, no limits."""
     shutdown: Literal["terminate", "leave"] = "terminate"
     """What closing the Hive does to running agents: terminate them (grace period, reason
     ``shutdown``), or leave them running for the next Hive on this root to re-adopt."""
@@ -101,6 +111,26 @@ class HiveConfig(BaseModel):
     @classmethod
     def _check_resume_command(cls, value: object) -> tuple[str, ...]:
         return _validate.resume_command(value)
+
+    @field_validator("memory_max", mode="before")
+    @classmethod
+    def _check_memory_max(cls, value: object) -> int | None:
+        return _validate.memory(value, "memory_max")
+
+    @field_validator("pids_max", mode="before")
+    @classmethod
+    def _check_pids_max(cls, value: object) -> int | None:
+        return _validate.pids(value, "pids_max")
+
+    @field_validator("cpus_max", mode="before")
+    @classmethod
+    def _check_cpus_max(cls, value: object) -> float | None:
+        return _validate.cpus(value, "cpus_max")
+
+    @property
+    def limits(self) -> Limits:
+        """The default limits of every session."""
+        return Limits(memory=self.memory_max, pids=self.pids_max, cpus=self.cpus_max)
 
     @field_validator("branch_prefix")
     @classmethod

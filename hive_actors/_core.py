@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from hive_actors import _workspace
+from hive_actors._cgroups import Cgroups, detect
 from hive_actors._clock import Clock
 from hive_actors._config import HiveConfig
 from hive_actors._events import EventBus
@@ -40,8 +41,9 @@ from hive_actors._slots import Slots
 from hive_actors._states import Status, check_transition
 from hive_actors._table import SessionTable
 from hive_actors._timers import Timers
+from hive_actors._validate import LIMIT_NAMES
 from hive_actors._watchdog import Watchdog
-from hive_actors.errors import RootInUse, WorkspaceError
+from hive_actors.errors import InvalidConfig, RootInUse, WorkspaceError
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +69,10 @@ class HiveCore:
             self.table = SessionTable()
             self.pool = ActorPool(ACTOR_THREADS)
             self.timers = Timers(clock)
-            self.reaper = Reaper(Sweeper(self.timers))
+            self.cgroups = _cgroups(config)
+            # With a cgroup per run, its membership finds every process of the run: no
+            # sweep of /proc for what a run left outside its process group.
+            self.reaper = Reaper(None if self.cgroups.enabled else Sweeper(self.timers))
             self.metrics = Metrics(
                 self.table.all, lambda: self.bus.subscriber_count, self.reaper.live_count
             )
@@ -87,6 +92,7 @@ class HiveCore:
         self.pool.shutdown()
         self.reaper.close(leave_running)
         self.timers.close()
+        self.cgroups.close()
         self.registry.close()
         self.lock.release()  # the last: the next Hive may adopt what was left running
 
@@ -136,6 +142,7 @@ class HiveCore:
                 exit_code=new.exit_code,
                 pid=new.pid,
                 recovered=recovered,
+                usage=new.usage if _run_ends(info.status, status) else None,
             )
         ]
         if status is Status.TERMINATED:
@@ -190,6 +197,41 @@ class HiveCore:
         _workspace.write_info(new.working_dir, new)
         self.registry.update(new, events, lambda: self.table.put(new))
         return new
+
+
+_RUNNING = frozenset({Status.RUNNING, Status.STOPPING})
+
+
+def _run_ends(before: Status, after: Status) -> bool:
+    """A change of status that is the end of a run (and comes with its usage)."""
+    return before in _RUNNING and after not in _RUNNING
+
+
+_warned_no_cgroups = False
+
+
+def _cgroups(config: HiveConfig) -> Cgroups:
+    """The cgroups this Hive uses; InvalidConfig if a default limit cannot be enforced.
+
+    Without any, a Hive says so once per process (a test suite opens many)."""
+    global _warned_no_cgroups  # noqa: PLW0603 - one warning per process
+    if config.cgroups == "off":
+        cgroups = Cgroups("none", missing=dict.fromkeys(LIMIT_NAMES, "cgroups is off"))
+    else:
+        cgroups = detect(config.root)
+        if not cgroups.enabled and not _warned_no_cgroups:
+            _warned_no_cgroups = True
+            log.warning(
+                "no usable cgroups: a session's processes are found by process group and "
+                "session marker, and limits are refused",
+                why=cgroups.missing.get("memory"),
+            )
+    try:
+        cgroups.check(config.limits)
+    except ValueError as exc:
+        cgroups.close()
+        raise InvalidConfig(f"default limits: {exc}") from None
+    return cgroups
 
 
 def _tighten(config: HiveConfig) -> None:

@@ -51,6 +51,7 @@ class Engine(Protocol):
         stall_timeout: float | None = ...,
         stall_action: str | None = ...,
         resume_command: Iterable[str] | None = ...,
+        limits: Mapping[str, Any] | None = ...,
     ) -> str: ...
 
     def start_session(

@@ -41,6 +41,7 @@ from hive_actors.errors import (
     HiveError,
     HostUnavailable,
     InvalidInput,
+    InvalidLimits,
     InvalidTransition,
     SessionNotFound,
     WorkspaceError,
@@ -90,6 +91,9 @@ class HiveStats:
     """Tasks run through ``execute``/``execute_batch``."""
     reuse_rate: float
     """Share of those that ran on an idle pooled session instead of a new one."""
+    cgroup_mode: str = "none"
+    """How runs are contained and limited: ``v2``, ``hybrid`` (v2 membership, v1
+    limits), ``v1`` or ``none`` (see docs/limits.md)."""
 
 
 class Hive(Pooling, Topics):
@@ -238,6 +242,7 @@ class Hive(Pooling, Topics):
         stall_timeout: float | None = None,
         stall_action: str | None = None,
         resume_command: Iterable[str] | None = None,
+        limits: Mapping[str, Any] | None = None,
     ) -> str:
         """Create a session: its UUID, working dir, ``.swarm/memory.db``, output dir and log.
 
@@ -261,9 +266,13 @@ class Hive(Pooling, Topics):
         then ``stall_action``: ``none``, ``terminate`` (reason ``stalled``) or ``restart``
         (a new run, counted against ``restart_limit``). ``resume_command`` is the argv
         template of every run after the first (``{task}``, ``{session_id}``, ``{run}``).
+        ``limits`` (``{"memory": "2G", "pids": 512, "cpus": 1.5}``, any of them) caps what
+        each run may use, through its cgroup; a limit not given is the config's
+        (``memory_max``, ``pids_max``, ``cpus_max``).
         Returns the new session id. Raises InvalidInput (nothing is created) for bad input:
-        InvalidRepository for a repository or ref that cannot be used; PortsExhausted
-        when ``port_range`` has no ``ports`` free ports together.
+        InvalidRepository for a repository or ref that cannot be used; InvalidLimits for
+        limits that are malformed or that this machine's cgroups cannot enforce;
+        PortsExhausted when ``port_range`` has no ``ports`` free ports together.
         """
         if host is not None:
             raise HostUnavailable(str(host), [])
@@ -288,6 +297,7 @@ class Hive(Pooling, Topics):
             stall_timeout=stall_timeout,
             stall_action=stall_action,
             resume_command=resume_command,
+            limits=limits,
         )
         session_id = _validate.new_session_id()
         self._make_session(session_id, spec)
@@ -337,10 +347,11 @@ class Hive(Pooling, Topics):
         stall_timeout: float | None = None,
         stall_action: str | None = None,
         resume_command: Iterable[str] | None = None,
+        limits: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """A new session's settings, each checked: InvalidInput for the first bad one."""
         self._check_open()
-        spec = {
+        spec: dict[str, Any] = {
             "task": _validate.task(task),
             "priority": _validate.priority(priority),
             "metadata": _validate.metadata(metadata),
@@ -377,6 +388,11 @@ class Hive(Pooling, Topics):
             if resume_command is None
             else _validate.resume_command(resume_command)
         )
+        spec["limits"] = _validate.limits(limits).over(self.config.limits)
+        try:
+            self._core.cgroups.check(spec["limits"])
+        except ValueError as exc:
+            raise InvalidLimits(str(exc)) from None
         return spec
 
     def _make_session(self, session_id: str, spec: dict[str, Any]) -> None:
@@ -510,7 +526,7 @@ class Hive(Pooling, Topics):
 
     def get_session_info(self, session_id: str) -> SessionInfo:
         """Everything known about a session. Raises SessionNotFound."""
-        return self._info(session_id)
+        return self._with_usage(self._info(session_id))
 
     def list_sessions(self, status: str | None = None) -> list[SessionInfo]:
         """All sessions (or those with ``status``), oldest first."""
@@ -518,6 +534,7 @@ class Hive(Pooling, Topics):
         infos = [self._with_position(info) for info in self._core.table.all()]
         if status is not None:
             infos = [info for info in infos if info.status == status]
+        infos = [self._with_usage(info) for info in infos]
         return sorted(infos, key=lambda info: (info.created, info.session_id))
 
     def output_dir(self, session_id: str) -> str:
@@ -628,6 +645,7 @@ class Hive(Pooling, Topics):
             last_seq=self._core.registry.last_seq,
             executes=executes,
             reuse_rate=reuse_rate,
+            cgroup_mode=self._core.cgroups.mode,
         )
 
     # -- context ----------------------------------------------------------------------------
@@ -703,6 +721,15 @@ class Hive(Pooling, Topics):
         return info.model_copy(
             update={"queue_position": self._core.slots.position(info.session_id)}
         )
+
+    def _with_usage(self, info: SessionInfo) -> SessionInfo:
+        """A running session's usage read afresh from its run's cgroup."""
+        if info.terminal or not self._core.cgroups.enabled:
+            return info
+        process = self._core.reaper.find(info.session_id)
+        if process is None or process.cgroup is None:
+            return info
+        return info.model_copy(update={"usage": process.cgroup.usage()})
 
     def _supervisor(self, info: SessionInfo, target: Status) -> pykka.ActorRef[Any]:
         # A session is announced (session.created) just before its supervisor starts: a

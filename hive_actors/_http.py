@@ -89,6 +89,8 @@ class CreateBody(_Body):
     stall_action: Literal["none", "terminate", "restart"] | None = None
     """What a stall does besides its event; default the daemon's ``stall_action``."""
     resume_command: list[str] | None = None
+    limits: dict[str, Any] | None = None
+    """``{"memory": "2G", "pids": 512, "cpus": 1.5}``, any of them; default the daemon's."""
     """The argv template of every run after the first (``{task}``, ``{session_id}``, ``{run}``)."""
 
 
@@ -135,6 +137,8 @@ class Health(BaseModel):
     created: str
     sessions: int
     last_seq: int
+    cgroup_mode: str
+    """How runs are contained and limited: ``v2``, ``hybrid``, ``v1`` or ``none``."""
 
 
 def create_app(
@@ -197,6 +201,7 @@ def _daemon_routes(app: FastAPI, hive: Engine, shutdown: Callable[[], None]) -> 
             created=hive.created,
             sessions=stats.sessions,
             last_seq=stats.last_seq,
+            cgroup_mode=stats.cgroup_mode,
         )
 
     @app.get("/metrics", response_class=Response, tags=["daemon"])
@@ -253,6 +258,7 @@ def _session_routes(app: FastAPI, hive: Engine, stopping: asyncio.Event) -> None
             stall_timeout=body.stall_timeout,
             stall_action=body.stall_action,
             resume_command=body.resume_command,
+            limits=body.limits,
         )
         return hive.get_session_info(session_id)
 

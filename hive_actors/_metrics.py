@@ -34,6 +34,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
+_MEMORY_BUCKETS = tuple(float(2**power) for power in range(20, 37, 2))
+"""1 MiB to 64 GiB, by factors of four."""
+
+
 class Metrics:
     def __init__(
         self,
@@ -83,6 +87,23 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self.run_cpu_seconds = Histogram(
+            "hive_run_cpu_seconds",
+            "CPU time of one agent run, all its processes together (with cgroups).",
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.run_memory_peak = Histogram(
+            "hive_run_memory_peak_bytes",
+            "The most memory one agent run used at once (with cgroups).",
+            buckets=_MEMORY_BUCKETS,
+            registry=self.registry,
+        )
+        self.memory_limit_kills = PromCounter(
+            "hive_memory_limit_runs",
+            "Runs that failed because their memory limit was reached (reason memory_limit).",
+            registry=self.registry,
+        )
         self.registry.register(_Gauges(sessions, subscribers, live_agents))
 
     def observe(self, event: EventBase) -> None:
@@ -110,6 +131,13 @@ class Metrics:
             self.restarts.labels("agent").inc()
         if event.reason == "spawn_error":
             self.spawn_errors.inc()
+        elif event.reason == "memory_limit":
+            self.memory_limit_kills.inc()
+        if event.usage is not None:
+            if event.usage.cpu_seconds is not None:
+                self.run_cpu_seconds.observe(event.usage.cpu_seconds)
+            if event.usage.memory_peak_bytes is not None:
+                self.run_memory_peak.observe(event.usage.memory_peak_bytes)
         with self._lock:
             entered = self._entered.get(event.session_id)
             if event.to in TERMINAL:

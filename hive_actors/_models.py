@@ -21,6 +21,40 @@ from hive_actors._states import TERMINAL, Status
 Timestamp = Annotated[datetime, PlainSerializer(lambda moment: moment.isoformat(), return_type=str)]
 
 
+class Limits(BaseModel):
+    """A session's resource limits, enforced by its run's cgroup (None: no limit)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    memory: int | None = None
+    """Bytes of memory (swap included) its processes may use together; past it the kernel
+    kills one of them and the run ends ``memory_limit``."""
+    pids: int | None = None
+    """Processes (and threads) it may have at once; a fork past it fails."""
+    cpus: float | None = None
+    """Cores' worth of CPU time it may use, as a quota per 100 ms period."""
+
+    def given(self) -> tuple[str, ...]:
+        """The names of the limits that are set."""
+        return tuple(name for name in ("memory", "pids", "cpus") if getattr(self, name) is not None)
+
+    def over(self, defaults: Limits) -> Limits:
+        """These limits, each one not given taken from ``defaults``."""
+        return defaults.model_copy(update=self.model_dump(exclude_none=True))
+
+
+class Usage(BaseModel):
+    """What a session's current (or last) run uses, from its cgroup's counters."""
+
+    model_config = ConfigDict(frozen=True)
+
+    memory_bytes: int | None = None
+    memory_peak_bytes: int | None = None
+    """The most it used at once (None where the kernel does not keep it)."""
+    cpu_seconds: float | None = None
+    processes: int | None = None
+
+
 class SessionInfo(BaseModel):
     """Everything known about one session; what ``get`` returns and session.json holds.
 
@@ -101,6 +135,11 @@ class SessionInfo(BaseModel):
     """What a stall does besides its ``session.stalled`` event."""
     resume_command: tuple[str, ...] = ()
     """The argv template of every run after the first (empty: ``command`` again)."""
+    limits: Limits = Limits()
+    """Its resource limits (its own, else the Hive's ``memory_max``/``pids_max``/``cpus_max``)."""
+    usage: Usage | None = None
+    """What its run uses: read afresh while one runs, as last seen once it ended; None
+    without cgroups (or before its first run)."""
 
     _legacy_env: dict[str, str] = PrivateAttr(default_factory=dict)
 
@@ -190,6 +229,8 @@ class SessionStatusEvent(EventBase):
     detail: str | None = None
     exit_code: int | None = None
     pid: int | None = None
+    usage: Usage | None = None
+    """What the run that just ended used (where that end is this change, with cgroups)."""
 
 
 class SessionTerminatedEvent(EventBase):

@@ -27,17 +27,24 @@ from typing import TYPE_CHECKING
 from hive_actors._permissions import open_private
 
 if TYPE_CHECKING:
+    from hive_actors._cgroups import RunCgroup
+    from hive_actors._models import Usage
     from hive_actors._timers import Timers
 
 
 SHIM = """trap 'stop=1' TERM INT HUP
-status=$1; shift
+status=$1; joins=$2; shift 2
+while [ "$joins" -gt 0 ]; do echo $$ > "$1" || exit 125; joins=$((joins - 1)); shift; done
 if [ -z "$stop" ]; then "$@"; code=$?; else code=143; fi
 umask 077
 printf '%s\\n' "$code" > "$status"
 exit "$code"
 """
-"""The group leader of every agent run: ``sh -c SHIM hive-shim STATUS_FILE ARGV...``.
+"""The group leader of every agent run: ``sh -c SHIM hive-shim STATUS_FILE N CGROUP.PROCS...
+ARGV...``.
+
+It first joins the run's N cgroups (``_cgroups``), so that the agent and all it starts
+are born in them; one it cannot join fails the run (exit 125) before the agent exists.
 
 It runs the agent in the foreground (so the agent keeps default signal dispositions),
 survives the stop signal itself (a trap, which the agent does not inherit; a stop that
@@ -187,6 +194,15 @@ class AgentProcess:
     stop that came before its trap was set), not from outside."""
     _sweep_when_reaped: bool = False
     """A SIGKILL went out while the run lasted: look for escapees once more when it is over."""
+    cgroup: RunCgroup | None = None
+    """The run's cgroup: every process of the run, wherever it went (None: no cgroups,
+    so the process group and the session marker in the environment stand for it)."""
+    usage: Usage | None = None
+    """What the run used, read from its cgroup once it was over."""
+    memory_kills: int = 0
+    """Processes of the run the kernel killed for its memory limit."""
+    forks_refused: int = 0
+    """Forks of the run its process limit refused."""
     _timers: Timers | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -201,8 +217,10 @@ class AgentProcess:
         log_file: Path,
         status_file: Path,
         header: str | None = None,
+        cgroup: RunCgroup | None = None,
     ) -> AgentProcess:
-        """Start the agent under the shim; OSError if it cannot be started.
+        """Start the agent under the shim, in ``cgroup`` if given; OSError if it cannot be
+        started.
 
         ``header`` is written to the log first (a line saying what runs: the setup step)."""
         resolve_program(argv[0], env)
@@ -221,7 +239,7 @@ class AgentProcess:
         try:
             with log:
                 popen = subprocess.Popen(
-                    [SHELL, "-c", SHIM, "hive-shim", str(status_file), *argv],
+                    [SHELL, "-c", SHIM, "hive-shim", str(status_file), *_joins(cgroup), *argv],
                     cwd=cwd,
                     env=dict(env),
                     stdin=subprocess.DEVNULL,
@@ -240,13 +258,20 @@ class AgentProcess:
             start_time=process_start_time(popen.pid),
             status_file=status_file,
             popen=popen,
+            cgroup=cgroup,
         )
         _our_groups[process.pid] = process
         return process
 
     @classmethod
     def adopt(
-        cls, session_id: str, run: int, pid: int, start_time: int | None, status_file: Path
+        cls,
+        session_id: str,
+        run: int,
+        pid: int,
+        start_time: int | None,
+        status_file: Path,
+        cgroup: RunCgroup | None = None,
     ) -> AgentProcess | None:
         """The agent an earlier hive started, if that very process still runs.
 
@@ -255,7 +280,7 @@ class AgentProcess:
         if start_time is None or process_start_time(pid) != start_time:
             return None
         _live_runs[session_id] = run
-        return cls(session_id, run, pid, start_time, status_file)
+        return cls(session_id, run, pid, start_time, status_file, cgroup=cgroup)
 
     @property
     def stop_asked(self) -> bool:
@@ -294,6 +319,12 @@ class AgentProcess:
         self._timers = timers
         if grace <= 0:
             self.kill_tree()
+        elif self.cgroup is not None:
+            # Every member hears the stop signal, the ones outside the group too; the
+            # SIGKILL, from the timer thread, is the cgroup's own: none can dodge it.
+            if self.signal_group(signal.SIGTERM):
+                signal_each(self.cgroup.members(), signal.SIGTERM)
+                timers.call_later(grace, self.kill_tree)
         elif self.signal_group(signal.SIGTERM):
             signalled = time.monotonic()
             timers.call_later(0, lambda: self._signal_escapees(signal.SIGTERM, signalled))
@@ -310,6 +341,17 @@ class AgentProcess:
         from a pass begun after its reap (see ``_kill_escapees``), which also finds any
         born after the stop signal's pass or after that snapshot.
         """
+        if self.cgroup is not None:
+            # The shim dies too, so the run ends SIGKILLed (``reap``'s fallback). Its
+            # group as well: a shim that has not joined the cgroup yet is in no cgroup
+            # of ours, and everything born after it joined is in the cgroup.
+            with self._lock:
+                if not self._reaped:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.pid, signal.SIGKILL)
+                    self._killed = True
+                self.cgroup.kill()
+            return
         if not self._reaped and self._kill_while_it_lasts():
             return  # the reap asks for the pass below (_sweep_when_reaped)
         # Over: usually since SIGTERM; or since the snapshot, which may miss what it left.
@@ -409,22 +451,49 @@ class AgentProcess:
                 self._reaped_at = time.monotonic()
                 self._reaped = True
                 _forget_run(self.session_id, self.run)
-                if self._sweep_when_reaped and self._timers is not None:
+                if self.cgroup is not None:
+                    if self.cgroup.populated():  # what the run left: see Reaper's drain
+                        self.cgroup.kill()
+                elif self._sweep_when_reaped and self._timers is not None:
                     # Not here: the reaper reaps every session and a pass takes tens of ms.
                     self._timers.call_later(0, self._kill_escapees, at_close=self._kill_escapees)
             return self.exit_code
 
     def _kill_orphans(self) -> list[int]:
-        """SIGKILL every process of the run; their pids. Its one pass over /proc holds
-        up the reaper, but only for a shim killed from outside: rare."""
+        """SIGKILL every process of the run; their pids. Without cgroups, its one pass
+        over /proc holds up the reaper, but only for a shim killed from outside: rare."""
+        if self.cgroup is not None:
+            found = self.cgroup.members()
+            self.cgroup.kill()
+            return found
         found = orphan_processes({self.session_id: self.pid}).get(self.session_id, [])
         signal_each(found, signal.SIGKILL)
         return found
+
+    def cgroup_populated(self) -> bool:
+        """Some process of the run is still in its cgroup (False without one)."""
+        return self.cgroup is not None and self.cgroup.populated()
+
+    def settle_cgroup(self) -> bool:
+        """Once the run's cgroup is empty: keep what it counted, then remove it.
+        False if it cannot be removed yet (a member still dying)."""
+        if self.cgroup is None:
+            return True
+        self.usage = self.cgroup.usage()
+        self.memory_kills = self.cgroup.memory_kills()
+        self.forks_refused = self.cgroup.forks_refused()
+        return self.cgroup.remove()
 
     def _shim_end(self, code: int | None) -> str:
         if self.popen is None:  # not our child: how it ended is not ours to learn
             return "its shim ended without recording the agent's exit status"
         return f"its shim was {describe_exit(code)}, so the agent's exit status is unknown"
+
+
+def _joins(cgroup: RunCgroup | None) -> list[str]:
+    """The shim's arguments that say which cgroups it joins."""
+    files = [] if cgroup is None else cgroup.procs_files
+    return [str(len(files)), *files]
 
 
 def session_processes(session_ids: set[str] | None = None) -> dict[str, list[int]]:

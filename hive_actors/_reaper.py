@@ -12,7 +12,9 @@ import select
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 
@@ -30,6 +32,32 @@ the next hive re-adopts them by pid and start time.
 """
 
 
+DRAIN_LIMIT = 5.0
+"""Seconds a run's cgroup may take to empty after its SIGKILL before its end is reported
+anyway (a member stuck in the kernel); its cgroup is then removed by a later start."""
+V1_DRAIN_POLL = 0.01
+"""How often a v1 cgroup (no ``populated`` notification) is looked at while it drains."""
+
+
+@dataclass(slots=True)
+class _Draining:
+    """A run over whose cgroup still holds processes, SIGKILLed, not yet gone."""
+
+    process: AgentProcess
+    on_exit: ExitCallback
+    exit_code: int | None
+    deadline: float
+    fd: int | None
+    """Its open ``cgroup.events`` (v2), in the epoll set; None for a v1 cgroup."""
+
+    def populated(self) -> bool:
+        if self.fd is None:
+            return self.process.cgroup_populated()
+        # Read through the polled fd itself: that acknowledges the change, else the
+        # kernel would report it again at every poll.
+        return b"populated 1" in os.pread(self.fd, 4096, 0)
+
+
 class Reaper:
     def __init__(self, sweeper: Sweeper | None = None) -> None:
         self._sweeper = sweeper
@@ -40,6 +68,8 @@ class Reaper:
         self._lock = threading.Lock()
         self._by_fd: dict[int, tuple[AgentProcess, ExitCallback]] = {}
         self._by_session: dict[str, AgentProcess] = {}
+        self._draining: list[_Draining] = []
+        """Touched by the reaper thread alone (and by ``close`` once it has stopped)."""
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="hive-reaper", daemon=True)
         self._thread.start()
@@ -54,7 +84,7 @@ class Reaper:
         try:
             fd = os.pidfd_open(process.pid)
         except ProcessLookupError:  # an adopted agent that ended since it was checked
-            on_exit(process, self._reap(process))
+            self._report_now(process, on_exit, self._reap(process))
             return
         except OSError as exc:
             self._give_up(process, on_exit, exc)
@@ -98,22 +128,50 @@ class Reaper:
                     _LEFT_RUNNING.append(process.popen)
             else:
                 log.error("agent alive at close; killing it", session_id=process.session_id)
-                process.signal_group(signal.SIGKILL)
+                process.kill_tree() if process.cgroup else process.signal_group(signal.SIGKILL)
                 self._reap(process)  # the timers close after us: a sweep due runs then
+                _settle(process, time.monotonic() + DRAIN_LIMIT)
             os.close(fd)
+        for draining in self._draining:
+            self._finish(draining, time.monotonic() + DRAIN_LIMIT, report=False)
+        self._draining.clear()
         self._epoll.close()
         os.close(self._wake_read)
         os.close(self._wake_write)
 
     def _run(self) -> None:
         while not self._closed:
-            for fd, _mask in self._epoll.poll():
-                if fd == self._wake_read:
+            draining = {entry.fd for entry in self._draining if entry.fd is not None}
+            for fd, _mask in self._epoll.poll(self._poll_timeout()):
+                if fd == self._wake_read or fd in draining:
                     continue
                 try:
                     self._exited(fd)
                 except Exception:  # one bad entry must never stop the reaper for all
                     log.exception("reaper failed on one agent", fd=fd)
+            if self._draining:
+                self._check_drains()
+
+    def _poll_timeout(self) -> float:
+        if not self._draining:
+            return -1
+        soonest = min(entry.deadline for entry in self._draining) - time.monotonic()
+        if any(entry.fd is None for entry in self._draining):
+            soonest = min(soonest, V1_DRAIN_POLL)
+        return max(0.0, soonest)
+
+    def _check_drains(self) -> None:
+        now = time.monotonic()
+        left = []
+        for entry in self._draining:
+            if entry.deadline <= now or not entry.populated():
+                try:
+                    self._finish(entry, entry.deadline)
+                except Exception:
+                    log.exception("reaper failed on one agent", session_id=entry.process.session_id)
+            else:
+                left.append(entry)
+        self._draining = left
 
     def _exited(self, fd: int) -> None:
         # Forget the fd before closing it: once closed, watch() may get the same number
@@ -126,18 +184,70 @@ class Reaper:
         with self._lock:
             if self._by_session.get(process.session_id) is process:
                 del self._by_session[process.session_id]
-        try:
-            on_exit(process, exit_code)
-        except Exception:
-            log.exception("exit callback failed", session_id=process.session_id)
+        if process.cgroup_populated():
+            self._drain(process, on_exit, exit_code)
+        else:
+            self._finish(_Draining(process, on_exit, exit_code, 0.0, None), 0.0)
+
+    def _drain(self, process: AgentProcess, on_exit: ExitCallback, exit_code: int | None) -> None:
+        """Report the run over once its cgroup is empty: what it left (killed by the
+        reap) is then really gone, not just signalled."""
+        assert process.cgroup is not None
+        entry = _Draining(process, on_exit, exit_code, time.monotonic() + DRAIN_LIMIT, None)
+        events = process.cgroup.events_file
+        if events is not None:
+            try:
+                entry.fd = os.open(events, os.O_RDONLY | os.O_CLOEXEC)
+                self._epoll.register(entry.fd, select.EPOLLPRI)
+            except OSError:
+                if entry.fd is not None:
+                    os.close(entry.fd)
+                entry.fd = None  # looked at every V1_DRAIN_POLL s instead
+        self._draining.append(entry)  # checked once more before the next poll
+
+    def _finish(self, entry: _Draining, deadline: float, report: bool = True) -> None:
+        if entry.fd is not None:
+            self._epoll.unregister(entry.fd)
+            os.close(entry.fd)
+            entry.fd = None
+        process = entry.process
+        if not _settle(process, deadline):
+            log.warning(
+                "a run's cgroup is still busy; left for the next start to remove",
+                session_id=process.session_id,
+            )
+        if report:
+            try:
+                entry.on_exit(process, entry.exit_code)
+            except Exception:
+                log.exception("exit callback failed", session_id=process.session_id)
+
+    def _report_now(self, process: AgentProcess, on_exit: ExitCallback, code: int | None) -> None:
+        """Report a run over from the caller's thread (a rare path: it may wait for the
+        run's cgroup to empty, for up to DRAIN_LIMIT s)."""
+        self.settle(process)
+        on_exit(process, code)
+
+    def settle(self, process: AgentProcess) -> None:
+        """Keep the counters of a run found over, and remove its cgroup (waiting for it to
+        empty for up to DRAIN_LIMIT s)."""
+        _settle(process, time.monotonic() + DRAIN_LIMIT)
 
     def _give_up(self, process: AgentProcess, on_exit: ExitCallback, error: OSError) -> None:
         log.error("cannot watch agent; killing it", session_id=process.session_id, error=str(error))
-        process.signal_group(signal.SIGKILL)
-        on_exit(process, self._reap(process))
+        process.kill_tree() if process.cgroup else process.signal_group(signal.SIGKILL)
+        self._report_now(process, on_exit, self._reap(process))
 
     def _reap(self, process: AgentProcess) -> int | None:
         exit_code = process.reap()
         if self._sweeper is not None and not process.stop_asked:
             self._sweeper.run_ended(process)
         return exit_code
+
+
+def _settle(process: AgentProcess, deadline: float) -> bool:
+    """Wait (until ``deadline``, monotonic) for the run's cgroup to empty, then keep its
+    counters and remove it; False if it could not be removed."""
+    while process.cgroup_populated() and time.monotonic() < deadline:
+        time.sleep(V1_DRAIN_POLL)
+    return process.settle_cgroup()

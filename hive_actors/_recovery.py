@@ -14,19 +14,22 @@ is announced with ``recovered`` set:
   confirmed, an agent whose shim was killed (by a container tool, the OOM killer) and
   what it started.
 
-What a run left is found by its session marker, and by its process group where a
-member with the marker proves the group is still the run's (see ``orphan_processes``).
+What a run left is found by its cgroup (``_cgroups``); without cgroups, by its session
+marker, and by its process group where a member with the marker proves the group is
+still the run's (see ``orphan_processes``).
 """
 
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
 from hive_actors import _workspace
+from hive_actors._cgroups import run_name
 from hive_actors._core import HiveCore
 from hive_actors._models import SessionInfo
 from hive_actors._process import (
@@ -38,6 +41,7 @@ from hive_actors._process import (
     read_status,
     signal_each,
 )
+from hive_actors._reaper import DRAIN_LIMIT, V1_DRAIN_POLL
 from hive_actors._runner import status_file
 from hive_actors._states import TERMINAL, Status, stop_outcome
 from hive_actors.errors import CorruptState
@@ -83,15 +87,14 @@ def recover(core: HiveCore, start_child: StartChild) -> None:
     for info in settling:
         if outcomes[info.session_id] is None and info.session_id not in alive:
             outcomes[info.session_id] = read_status(status_file(Path(info.working_dir), info.runs))
-    over = {info.session_id: info.pid for info in settling if info.session_id not in alive}
-    strays = orphan_processes(over) if over else {}
+    # Before any session can run again:
+    strays = _kill_leftovers(core, settling, alive)
     for info in unsettled:
         if info.status in RESUMABLE:
             start_child(info, False)
             continue
         code = outcomes[info.session_id]
         leftovers = strays.get(info.session_id, [])
-        signal_each(leftovers, signal.SIGKILL)  # before the session can run again
         if code is not None:
             _record_outcome(core, info, code, start_child)
         elif info.session_id in alive:
@@ -109,6 +112,42 @@ def recover(core: HiveCore, start_child: StartChild) -> None:
                 pid=None,
                 recovered=True,
             )
+
+
+def _kill_leftovers(
+    core: HiveCore, settling: list[SessionInfo], alive: set[str]
+) -> dict[str, list[int]]:
+    """Kill every process of a run that is not re-adopted; their pids by session.
+
+    With cgroups, those are the members of every run cgroup but the re-adopted runs'
+    (of sessions settling or settled: a crash may come anywhere), and every such cgroup
+    is removed once empty. Without, they are found by a pass over /proc."""
+    cgroups = core.cgroups
+    if not cgroups.enabled:
+        over = {info.session_id: info.pid for info in settling if info.session_id not in alive}
+        strays = orphan_processes(over) if over else {}
+        for pids in strays.values():
+            signal_each(pids, signal.SIGKILL)
+        return strays
+    keep = {
+        run_name(info.session_id, info.runs, info.setting_up)
+        for info in settling
+        if info.session_id in alive
+    }
+    found: dict[str, list[int]] = {}
+    doomed = [cgroups.existing(name) for name in cgroups.runs() if name not in keep]
+    for cgroup in doomed:
+        members = cgroup.members()
+        if members:
+            cgroup.kill()
+            found.setdefault(cgroup.name.rsplit(".", 1)[0], []).extend(members)
+    deadline = time.monotonic() + DRAIN_LIMIT
+    for cgroup in doomed:
+        while cgroup.populated() and time.monotonic() < deadline:
+            time.sleep(V1_DRAIN_POLL)
+        if not cgroup.remove():
+            log.warning("a run's cgroup is still busy; left for the next start", cgroup=cgroup.name)
+    return found
 
 
 def _move_env_values(core: HiveCore, info: SessionInfo) -> SessionInfo:

@@ -8,7 +8,7 @@ Exits are seen by the Reaper and told straight to the session's supervisor.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,9 @@ import pykka
 import structlog
 from pykka import ThreadingFuture
 
+from hive_actors._cgroups import Cgroups, RunCgroup, run_name
 from hive_actors._faults import crash_point
+from hive_actors._models import Limits, Usage
 from hive_actors._process import AgentProcess, LogUnavailable
 from hive_actors._reaper import ExitCallback, Reaper
 from hive_actors._runtime import ActorPool
@@ -33,6 +35,7 @@ class Spawn:
     env: dict[str, str]
     setup: bool = False
     """The session's setup step, not its agent: its own status file, a header in the log."""
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +75,37 @@ class Exited:
     """Shell convention (128+N: killed by signal N); None when nobody knows it."""
     detail: str | None = None
     """Why nobody knows it, when a hive watched the run (its shim was killed)."""
+    usage: Usage | None = None
+    """What the run used (None without cgroups)."""
+    memory_kills: int = 0
+    """Its processes the kernel killed for the memory limit."""
+    forks_refused: int = 0
+    """Its forks the process limit refused."""
+
+
+def exited(process: AgentProcess, code: int | None) -> Exited:
+    """How ``process`` ended, for its supervisor."""
+    return Exited(
+        process.run,
+        code,
+        process.lost_detail,
+        process.usage,
+        process.memory_kills,
+        process.forks_refused,
+    )
 
 
 def status_file(working_dir: Path, run: int, setup: bool = False) -> Path:
     """Where the shim of run ``run`` writes the agent's exit status (or the setup
     step's: it runs once per session, before the first run)."""
     return working_dir / ".hive" / ("setup.exit" if setup else f"run-{run}.exit")
+
+
+def _spawn_failed(message: Spawn, exc: OSError) -> SpawnFailed:
+    if isinstance(exc, LogUnavailable):
+        return SpawnFailed(message.run, str(exc.strerror))
+    what = f"the setup step {message.argv[0]!r}" if message.setup else repr(message.argv[0])
+    return SpawnFailed(message.run, f"cannot start {what}: {exc.strerror or exc}")
 
 
 class ProcessRunner(Child):
@@ -92,8 +120,10 @@ class ProcessRunner(Child):
         log_file: Path,
         reaper: Reaper,
         timers: Timers,
+        cgroups: Cgroups,
     ) -> None:
         super().__init__(pool, parent)
+        self._cgroups = cgroups
         self._session_id = session_id
         self._working_dir = working_dir
         self._log_file = log_file
@@ -120,6 +150,15 @@ class ProcessRunner(Child):
             super().handle(message)
 
     def _spawn(self, message: Spawn) -> None:
+        cgroup: RunCgroup | None = None
+        if self._cgroups.enabled:
+            name = run_name(self._session_id, message.run, message.setup)
+            try:
+                cgroup = self._cgroups.create(name, message.limits)
+            except OSError as exc:
+                detail = f"cannot make the run's cgroup {name}: {exc.strerror or exc}"
+                self.tell_parent(SpawnFailed(message.run, detail))
+                return
         try:
             process = AgentProcess.spawn(
                 self._session_id,
@@ -130,14 +169,12 @@ class ProcessRunner(Child):
                 self._log_file,
                 status_file(self._working_dir, message.run, message.setup),
                 header=f"== setup: {shlex.join(message.argv)}\n" if message.setup else None,
+                cgroup=cgroup,
             )
-        except LogUnavailable as exc:
-            self.tell_parent(SpawnFailed(message.run, str(exc.strerror)))
-            return
         except OSError as exc:
-            what = f"the setup step {message.argv[0]!r}" if message.setup else repr(message.argv[0])
-            detail = f"cannot start {what}: {exc.strerror or exc}"
-            self.tell_parent(SpawnFailed(message.run, detail))
+            if cgroup is not None:
+                cgroup.remove()
+            self.tell_parent(_spawn_failed(message, exc))
             return
         crash_point("start:spawned")
         # Told before the reaper watches, so the supervisor always hears Spawned first.
@@ -149,23 +186,32 @@ class ProcessRunner(Child):
         parent = self._parent
 
         def report(process: AgentProcess, code: int | None) -> None:
-            parent.tell(Exited(process.run, code, process.lost_detail))
+            parent.tell(exited(process, code))
 
         return report
 
     def _adopt(self, message: Adopt) -> None:
         status = status_file(self._working_dir, message.run, message.setup)
+        cgroup = None
+        if self._cgroups.enabled:
+            cgroup = self._cgroups.existing(run_name(self._session_id, message.run, message.setup))
         process = AgentProcess.adopt(
-            self._session_id, message.run, message.pid, message.start_time, status
+            self._session_id, message.run, message.pid, message.start_time, status, cgroup
         )
         if process is None:  # it ended (or its pid now belongs to another process)
             # Reaped as if it had been watched: a shim killed from outside meanwhile
             # leaves an agent that nobody would watch otherwise.
             process = AgentProcess(
-                self._session_id, message.run, message.pid, message.start_time, status
+                self._session_id,
+                message.run,
+                message.pid,
+                message.start_time,
+                status,
+                cgroup=cgroup,
             )
             code = process.reap()
-            self.tell_parent(Exited(message.run, code, process.lost_detail))
+            self._reaper.settle(process)
+            self.tell_parent(exited(process, code))
             return
         log.info("re-adopted agent", session_id=self._session_id, pid=process.pid)
         self._reaper.watch(process, self._exit_reporter())

@@ -29,10 +29,12 @@ import pykka
 import structlog
 from pykka import ThreadingFuture
 
+from hive_actors._cgroups import describe_hits
 from hive_actors._context import Context, ContextManager
 from hive_actors._core import HiveCore
 from hive_actors._faults import crash_point
 from hive_actors._models import (
+    Limits,
     SessionActiveEvent,
     SessionInfo,
     SessionRestartEvent,
@@ -285,8 +287,8 @@ class SessionSupervisor(Child):
                 self._on_spawned(pid, start_time)
             case SpawnFailed(run, detail) if run == self._run:
                 self._on_spawn_failed(detail)
-            case Exited(run, exit_code, detail) if run == self._run:
-                self._on_exited(exit_code, detail)
+            case Exited(run) if run == self._run:
+                self._on_exited(message)
             case Spawned() | SpawnFailed() | Exited():
                 log.debug("stale message from an earlier run", session_id=self._id, msg=message)
             case CrashChild(name, error, reply):
@@ -364,13 +366,13 @@ class SessionSupervisor(Child):
         info = self._info
         env = self._core.agent_env(info)
         if info.setting_up:
-            return Spawn(self._run, info.setup, env, setup=True)
+            return Spawn(self._run, info.setup, env, setup=True, limits=info.limits)
         if self._run > 1 and info.resume_command:  # a run after the first: it resumes
             fields = {"{session_id}": info.session_id, "{run}": str(self._run)}
             argv = build_argv(info.resume_command, info.current_task, info.args, fields)
         else:
             argv = build_argv(info.command, info.current_task, info.args)
-        return Spawn(self._run, tuple(argv), env)
+        return Spawn(self._run, tuple(argv), env, limits=info.limits)
 
     def _later(self, delay: float, message: Any) -> TimerHandle:
         """Tell ourselves ``message`` after ``delay`` seconds of the hive's clock."""
@@ -492,15 +494,18 @@ class SessionSupervisor(Child):
         elif self._info.status is Status.STARTING:
             self._finish(Status.FAILED, "spawn_error", detail, runs=self._run)
 
-    def _on_exited(self, code: int | None, lost_detail: str | None) -> None:
+    def _on_exited(self, exited: Exited) -> None:
         self._core.watchdog.unwatch(self._id)
+        code, lost_detail = exited.exit_code, exited.detail
+        if exited.usage is not None:  # written with the commit this exit leads to
+            self._info = self._info.model_copy(update={"usage": exited.usage})
         if self._info.setting_up:
             self._on_setup_exited(code, lost_detail)
             return
         if self._info.status is Status.STARTING:  # cannot happen: Spawned is told first
             log.warning("exit before spawn was confirmed", session_id=self._id)
             self._info = self._core.commit(self._info, Status.RUNNING, reason="spawned")
-        detail = lost_detail or describe_exit(code)
+        detail = _with_limits(lost_detail or describe_exit(code), exited, self._info.limits)
         stalled, self._stall_restart = self._stall_restart, None
         if self._stopping is not None:
             stop = self._stopping
@@ -527,6 +532,8 @@ class SessionSupervisor(Child):
             self._finish(Status.COMPLETED, "exited", detail, exit_code=0)
         else:
             reason = "signal" if killed_by_signal(code) else "exit_code"
+            if exited.memory_kills:
+                reason = "memory_limit"
             self._finish(Status.FAILED, reason, detail, exit_code=code)
 
     # -- the stall watchdog ---------------------------------------------------------------
@@ -665,6 +672,7 @@ class SessionSupervisor(Child):
                 Path(info.log_file),
                 core.reaper,
                 core.timers,
+                core.cgroups,
             )
         self._children[name] = ref
         return ref
@@ -742,6 +750,15 @@ class SessionSupervisor(Child):
         for ref in self._children.values():
             with contextlib.suppress(pykka.ActorDeadError):
                 ref.stop(block=False)
+
+
+def _with_limits(detail: str, exited: Exited, limits: Limits) -> str:
+    """``detail`` with the limits a failed run hit said first (a run that exited 0 hit
+    none that mattered)."""
+    if exited.exit_code == 0:
+        return detail
+    usage = exited.usage
+    return describe_hits(detail, limits, usage, exited.memory_kills, exited.forks_refused)
 
 
 def _answer_failed(reply: ThreadingFuture[Any] | None, error: BaseException | None) -> None:

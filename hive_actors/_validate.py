@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -12,11 +13,13 @@ from typing import Any, Literal, get_args
 
 from pydantic_core import ErrorDetails
 
+from hive_actors._models import Limits
 from hive_actors._states import Status
 from hive_actors.errors import (
     InvalidCommand,
     InvalidConfig,
     InvalidInput,
+    InvalidLimits,
     InvalidMetadata,
     InvalidPriority,
     InvalidRepository,
@@ -260,6 +263,86 @@ def ports(value: object, default: int) -> int:
     if value is None:
         return default
     return int(bounded(value, "ports", 0, 1000, True))
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+MIN_MEMORY = 1024**2
+"""Below a MiB not even the shim could run."""
+MAX_PIDS = 4_194_304
+"""The kernel's own ceiling on pids (``pid_max``)."""
+LIMIT_NAMES = ("memory", "pids", "cpus")
+
+
+def memory(value: object, name: str = "memory") -> int | None:
+    """Bytes, given as a whole number or as a number with a binary suffix (``512M``,
+    ``2G``; 1K = 1024)."""
+    if value is None:
+        return None
+    size: float | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        size = float(match[1]) * _UNITS[match[2].upper()]
+    if size is None or size < MIN_MEMORY:
+        raise InvalidLimits(
+            f"{name} must be bytes or a number with a binary suffix K, M, G or T "
+            f"(such as 536870912, 512M or 2G; 1K = 1024), at least 1M, not {value!r}"
+        )
+    return int(size)
+
+
+def pids(value: object, name: str = "pids") -> int | None:
+    """A number of processes (threads count too): a whole number >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PIDS:
+        raise InvalidLimits(f"{name} must be a whole number from 1 to {MAX_PIDS}, not {value!r}")
+    return value
+
+
+def cpus(value: object, name: str = "cpus") -> float | None:
+    """A number of cores > 0 (at least 0.01: a quota of 1 ms per 100 ms period)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0.01 <= value <= 4096
+    ):
+        raise InvalidLimits(
+            f"{name} must be a number of cores from 0.01 to 4096 (such as 0.5 or 2), not {value!r}"
+        )
+    return float(value)
+
+
+def limits(value: object) -> Limits:
+    """``{"memory": "2G", "pids": 512, "cpus": 1.5}``, any of them, as ``Limits``."""
+    if value is None:
+        return Limits()
+    if isinstance(value, Limits):
+        return value
+    if not isinstance(value, Mapping):
+        raise InvalidLimits(
+            f'limits must be an object such as {{"memory": "2G", "pids": 512, "cpus": 1.5}}, '
+            f"not {value!r}"
+        )
+    unknown = sorted(str(key) for key in value if key not in LIMIT_NAMES)
+    if unknown:
+        raise InvalidLimits(
+            f"unknown limit {', '.join(map(repr, unknown))}; known: {', '.join(LIMIT_NAMES)}"
+        )
+    return Limits(
+        memory=memory(value.get("memory")),
+        pids=pids(value.get("pids")),
+        cpus=cpus(value.get("cpus")),
+    )
 
 
 def repo(value: object) -> str | None:

@@ -9,7 +9,8 @@
     │   ├── InvalidCommand
     │   ├── InvalidConfig
     │   ├── InvalidContext
-    │   └── InvalidRepository
+    │   ├── InvalidRepository
+    │   └── InvalidLimits
     ├── SessionNotFound (also a LookupError)
     ├── InvalidTransition
     ├── RestartIntensityExceeded
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidConfig",
     "InvalidContext",
     "InvalidInput",
+    "InvalidLimits",
     "InvalidMetadata",
     "InvalidPriority",
     "InvalidRepository",
@@ -106,6 +108,12 @@ class InvalidRepository(InvalidInput):
     """A session asked for from a git repository (``repo``/``ref``) that cannot be one:
     no repository there, an unknown ref, a branch that cannot be made. Nothing was made:
     no session, no worktree, no branch."""
+
+
+class InvalidLimits(InvalidInput):
+    """Resource limits (``limits``, ``memory_max``...) that are malformed, or that this
+    Hive cannot enforce (no usable cgroup controller for them; the message names what is
+    missing). Nothing was created."""
 
 
 class SessionNotFound(HiveError, LookupError):

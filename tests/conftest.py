@@ -114,6 +114,16 @@ def kill_leftovers(sessions_dirs: Iterable[Path]) -> None:
         signal_each(pids, signal.SIGKILL)
 
 
+@pytest.fixture(params=["cgroups", "none"])
+def containment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test twice: with a cgroup per run (where this machine has them), and
+    with process groups and the session marker only (``cgroups="off"``). Every Hive the
+    test opens, in this process or a child, takes it from ``HIVE_CGROUPS``."""
+    mode = str(request.param)
+    monkeypatch.setenv("HIVE_CGROUPS", "auto" if mode == "cgroups" else "off")
+    return mode
+
+
 @pytest.fixture
 def hives(tmp_path: Path) -> Iterator[Hives]:
     opened = Hives(tmp_path)

@@ -187,7 +187,7 @@ def test_start_is_refused_unless_created_or_idle(hive: Hive) -> None:
 
 
 def test_terminate_kills_the_whole_group_even_when_sigterm_is_ignored(
-    hive: Hive, clock: FakeClock, ready, recorder: Recorder
+    containment: str, hive: Hive, clock: FakeClock, ready, recorder: Recorder
 ) -> None:
     signal_ = ready()
     session_id = hive.create_session(
@@ -287,7 +287,9 @@ def test_a_new_hive_on_the_same_root_resumes_where_the_last_stopped(hives: Hives
     assert min(e.seq for e in second.events(since=last_seq)) == last_seq + 1
 
 
-def test_terminate_racing_start_from_many_threads_leaves_nothing_running(hive: Hive) -> None:
+def test_terminate_racing_start_from_many_threads_leaves_nothing_running(
+    containment: str, hive: Hive
+) -> None:
     ids = [hive.create_session(f"race {i}", args=["--sleep", "inf"]) for i in range(24)]
 
     def start_then_stop(chunk: list[str]) -> None:
@@ -308,7 +310,7 @@ def test_terminate_racing_start_from_many_threads_leaves_nothing_running(hive: H
 
 
 def test_terminate_reaches_a_grandchild_that_left_the_process_group(
-    hive: Hive, clock: FakeClock, ready
+    containment: str, hive: Hive, clock: FakeClock, ready
 ) -> None:
     signal_ = ready()
     session_id = hive.create_session(
@@ -336,7 +338,7 @@ def test_terminate_reaches_a_grandchild_that_left_the_process_group(
 
 
 def test_terminate_asks_an_escaped_grandchild_to_stop_before_the_grace_period_ends(
-    hive: Hive, ready
+    containment: str, hive: Hive, ready
 ) -> None:
     """The escapee gets SIGTERM too (from the timer thread, just after the group's), so a
     well-behaved one ends without waiting for the SIGKILL: the fake clock never moves."""
@@ -354,9 +356,10 @@ def test_terminate_asks_an_escaped_grandchild_to_stop_before_the_grace_period_en
 
 
 def test_a_grandchild_that_left_the_group_goes_soon_after_its_run_ends_on_its_own(
-    hive: Hive, clock: FakeClock, ready
+    containment: str, hive: Hive, clock: FakeClock, ready
 ) -> None:
-    """No stop hunts it: the sweep after the run's end does, once its interval passed."""
+    """No stop hunts it: its run's cgroup is emptied before the run is reported over;
+    without cgroups, the sweep after the run's end does, once its interval passed."""
     signal_ = ready()
     session_id = hive.create_session(
         "leaves one behind", args=["--setsid-grandchild", "--ready", str(signal_.path)]
@@ -364,16 +367,20 @@ def test_a_grandchild_that_left_the_group_goes_soon_after_its_run_ends_on_its_ow
     hive.start_session(session_id)
     escapee = signal_.wait()["grandchild"]
     assert hive.wait(session_id, timeout=30) == "completed"
+    if containment == "cgroups":
+        assert not process_alive(escapee)
+        return
     assert session_processes(session_id) == [escapee]  # the sweep waits for the clock
     clock.advance(60)
     eventually(lambda: session_processes(session_id) == [])
 
 
 def test_closing_the_hive_within_a_grace_period_still_kills_a_stubborn_escapee(
-    hive: Hive, ready
+    containment: str, hive: Hive, ready
 ) -> None:
     """The agent ends at SIGTERM, its escapee ignores it, and the hive closes before the
-    grace period's SIGKILL (the fake clock never moves): the escapee dies with the hive."""
+    grace period's SIGKILL (the fake clock never moves): the escapee dies with the hive.
+    With cgroups it dies sooner: with its run, whose cgroup is emptied as it ends."""
     signal_ = ready()
     session_id = hive.create_session(
         "escapes stubbornly",
@@ -386,6 +393,9 @@ def test_closing_the_hive_within_a_grace_period_still_kills_a_stubborn_escapee(
     escapee = signal_.wait()["grandchild"]
     assert hive.terminate_session(session_id, grace=3600) == "stopping"
     assert hive.wait(session_id, timeout=10) == "terminated"
+    if containment == "cgroups":
+        assert not process_alive(escapee)
+        return
     assert process_alive(escapee)  # it ignores SIGTERM, and the SIGKILL is an hour away
     hive.close()
     eventually(lambda: not process_alive(escapee))

@@ -24,6 +24,9 @@ from hive_actors.testing import FakeClock, ReadySignal, session_processes
 from .conftest import Daemon, Hives, eventually, kill_leftovers, process_alive
 
 
+pytestmark = pytest.mark.usefixtures("containment")
+
+
 def _run_script(body: str, root: Path) -> list[str]:
     """Run ``body`` in a fresh interpreter with ``root`` as sys.argv[1]; its stdout words.
 
@@ -130,7 +133,9 @@ def test_what_a_run_that_ended_while_no_hive_watched_left_is_killed(
 def test_a_vanished_agent_without_an_exit_status_is_lost(hives: Hives, tmp_path: Path) -> None:
     root = tmp_path / "root"
     (session_id,) = _crash_after(root, "vanishing --sleep inf")
-    # The shim included: nothing records the end.
+    # The shim and its agent both (the agent seen once it has exec'd: an environment
+    # is unreadable mid-exec). The shim included: nothing records the end.
+    eventually(lambda: len(session_processes(session_id)) == 2)
     signal_each(session_processes(session_id), signal.SIGKILL)
     eventually(lambda: session_processes(session_id) == [])
     hive = hives.open(root=root)

@@ -23,6 +23,7 @@ import ray
 import structlog
 
 from hive_actors import _validate
+from hive_actors._cgroups import weakest_mode
 from hive_actors._config import HiveConfig
 from hive_actors._events import EventBus, Journal, Subscription, Topics
 from hive_actors._git import Changes
@@ -252,6 +253,7 @@ class ClusterHive(Pooling, Topics):
         stall_timeout: float | None = None,
         stall_action: str | None = None,
         resume_command: Iterable[str] | None = None,
+        limits: Mapping[str, Any] | None = None,
     ) -> str:
         """Hive.create_session, on ``host`` (by name) or on the least-loaded alive host.
 
@@ -284,6 +286,7 @@ class ClusterHive(Pooling, Topics):
             "resume_command": None
             if resume_command is None
             else list(_validate.resume_command(resume_command)),
+            "limits": _validate.limits(limits).model_dump(exclude_none=True),
         }
         session_id = _validate.new_session_id()
         name = self._place(host, session_id)
@@ -443,6 +446,7 @@ class ClusterHive(Pooling, Topics):
             last_seq=self._seq,
             executes=executes,
             reuse_rate=reuse_rate,
+            cgroup_mode=weakest_mode(str(stats.get("cgroup_mode", "none")) for stats in each),
         )
 
     def metrics(self) -> bytes:

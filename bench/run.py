@@ -2,7 +2,8 @@
 
     python bench/run.py [WORKLOAD ...] [--rounds R] [--quick | --scale S]
 
-Workloads: lifecycle, live, latency, fanout, recovery, journal, cluster, workspace (default: all).
+Workloads: lifecycle, live, latency, fanout, recovery, journal, cluster, workspace, cgroups
+(default: all).
 Each prints one JSON line per figure: the median of R rounds, the baseline measured alongside,
 and their ratio.
 Machines here are shared and noisy: read the ratios, not single absolute times.
@@ -13,9 +14,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import gc
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import sqlite3
@@ -38,6 +41,7 @@ from hive_actors import Event, Hive, _git
 from hive_actors._models import ContextMessageEvent
 from hive_actors._registry import Registry
 from hive_actors._workspace import create_wal
+from hive_actors.errors import InvalidLimits
 
 TRUE = shutil.which("true") or "/bin/true"
 SLEEP = shutil.which("sleep") or "/bin/sleep"
@@ -1358,6 +1362,130 @@ def _make_repository(repo: Path, files: int) -> None:
         )
 
 
+# -- 9. a cgroup per run ----------------------------------------------------------------------
+
+CGROUP_VARIANTS = ("off", "auto", "limits")
+"""``cgroups="off"``; ``cgroups="auto"``; ``auto`` with CGROUP_LIMITS on every session."""
+CGROUP_LIMITS: dict[str, Any] = {"memory": "256M", "pids": 256, "cpus": 1}
+CGROUP_TARGET_MS = 0.5
+"""The most manager CPU a session's cgroup may add, in ms."""
+CGROUP_ROUND_BUDGET = 120.0
+"""Seconds one round's sessions get to complete before the round fails."""
+
+
+def _own_cpu() -> float:
+    """This process's CPU seconds, user and system, every thread (not its children)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_cgroups(rounds: int, sessions: int) -> None:
+    """The manager's own CPU per one-shot session (``/bin/true``) with a cgroup per run,
+    against without, in one run: each round a fresh Hive on a fresh root for each of
+    CGROUP_VARIANTS, who goes first turning every round, after one round of a tenth of
+    the sessions each not counted (the first Hive's one-off work)."""
+    per_session: dict[str, list[float]] = {name: [] for name in CGROUP_VARIANTS}
+    open_close: dict[str, list[float]] = {name: [] for name in CGROUP_VARIANTS}
+    modes: set[str] = set()
+    skipped: str | None = None
+    for index in range(rounds + 1):
+        turn = index % len(CGROUP_VARIANTS)
+        count = sessions if index > 0 else max(1, sessions // 10)
+        for variant in CGROUP_VARIANTS[turn:] + CGROUP_VARIANTS[:turn]:
+            if variant == "limits" and skipped is not None:
+                continue
+            try:
+                cpu, fixed, mode = _cgroups_round(variant, count)
+            except InvalidLimits as exc:  # this machine's cgroups cannot set them
+                skipped = str(exc)
+                continue
+            if variant != "off":
+                modes.add(mode)
+            if index > 0:
+                per_session[variant].append(cpu)
+                open_close[variant].append(fixed)
+    if len(modes) != 1:
+        raise RuntimeError(f"the Hives of one run found different cgroup modes: {modes}")
+    median = {name: statistics.median(v) * 1000 for name, v in per_session.items() if v}
+    fixed_ms = {name: statistics.median(v) * 1000 for name, v in open_close.items() if v}
+    delta = {name: median[name] - median["off"] for name in ("auto", "limits") if name in median}
+    emit(
+        "cgroup_overhead",
+        sessions=sessions,
+        rounds=rounds,
+        cgroup_mode=modes.pop(),
+        **{f"{name}_cpu_ms_per_session": round(median[name], 3) for name in median},
+        **{f"delta_{name}_ms_per_session": round(delta[name], 3) for name in delta},
+        **{f"{name}_open_close_cpu_ms": round(fixed_ms[name], 1) for name in fixed_ms},
+        limits=CGROUP_LIMITS,
+        limits_skipped=skipped,
+        target_delta_ms=CGROUP_TARGET_MS,
+        target_met=all(value <= CGROUP_TARGET_MS for value in delta.values()),
+        note="manager CPU (user + system, every thread, not its children), create to completed",
+    )
+
+
+def _cgroups_round(variant: str, sessions: int) -> tuple[float, float, str]:
+    """One Hive of ``variant`` running ``sessions`` one-shot sessions from one caller:
+    its CPU seconds per session from the first create to the last completed, its CPU
+    seconds outside that (opening and closing it), and its cgroup mode. Raises if a
+    session did not complete, or if the Hive left a cgroup of its own behind."""
+    limits = CGROUP_LIMITS if variant == "limits" else None
+    with temp_root() as root:
+        gc.collect()  # the rounds before's garbage, collected outside the measurement
+        opened = _own_cpu()
+        hive = Hive(
+            root=root / "hive",
+            command=[TRUE],
+            max_running=100_000,
+            cgroups="off" if variant == "off" else "auto",
+        )
+        try:
+            mode = hive.stats().cgroup_mode
+            found = hive._core.cgroups
+            own = [found.membership, *found.limit_dirs.values(), found.cpuacct]
+            dirs = [path for path in own if path is not None]
+            if (mode == "none") != (not dirs):
+                raise RuntimeError(f"cgroup mode {mode!r} with the Hive's cgroups {dirs}")
+            ended = threading.Semaphore(0)
+
+            def observe(event: Event) -> None:
+                if event.type == "session.status" and event.to in ("completed", "failed"):
+                    ended.release()
+
+            hive.subscribe_to_all_sessions(observe)
+            began = _own_cpu()
+            deadline = time.monotonic() + CGROUP_ROUND_BUDGET
+            for index in range(sessions):
+                hive.start_session(hive.create_session(f"task {index}", limits=limits))
+            for done in range(sessions):
+                if not ended.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    raise RuntimeError(
+                        f"cgroups {variant}: {done} of {sessions} sessions ended "
+                        f"within {CGROUP_ROUND_BUDGET:g} s"
+                    )
+            spent = _own_cpu() - began
+            infos = hive.list_sessions()
+            wrong = [
+                (info.session_id, info.status, info.detail)
+                for info in infos
+                if info.status != "completed"
+            ]
+            if len(infos) != sessions or wrong:
+                raise RuntimeError(
+                    f"cgroups {variant}: {len(infos)} sessions, not completed: {wrong[:5]}"
+                )
+            if dirs and any(info.usage is None for info in infos):
+                raise RuntimeError(f"cgroups {variant}: a run without its cgroup's usage")
+        finally:
+            hive.close()
+        total = _own_cpu() - opened
+    left = [str(path) for path in dirs if path.exists()]
+    if left:
+        raise RuntimeError(f"cgroups {variant}: the Hive left its cgroups behind: {left}")
+    return spent / sessions, total - spent, mode
+
+
 WORKLOADS = (
     "lifecycle",
     "live",
@@ -1367,6 +1495,7 @@ WORKLOADS = (
     "journal",
     "cluster",
     "workspace",
+    "cgroups",
 )
 
 
@@ -1407,6 +1536,13 @@ def main() -> int:
         "--creates", type=int, default=30, metavar="N", help="workspace: creates of each kind"
     )
     parser.add_argument("--files", type=int, default=5000, help="workspace: the repository's files")
+    parser.add_argument(
+        "--cgroup-sessions",
+        type=int,
+        default=200,
+        metavar="N",
+        help="cgroups: sessions a round, for each of off, auto and auto with limits",
+    )
     parser.add_argument("--no-peer", action="store_true", help="leave circus out")
     parser.add_argument("--plot", type=Path, help="draw lifecycle throughput to this PNG")
     options = parser.parse_args()
@@ -1442,6 +1578,8 @@ def main() -> int:
         if "cluster" in chosen:
             live = int(1000 * size)
             bench_cluster(options.rounds, int(2000 * size), sessions, live)
+        if "cgroups" in chosen:
+            bench_cgroups(options.rounds, max(1, int(options.cgroup_sessions * size)))
         if "workspace" in chosen:  # last: its thousands of files are freed as the run ends
             bench_workspace(max(3, int(options.creates * size)), max(1, int(options.files * size)))
     return 0

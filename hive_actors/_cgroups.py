@@ -26,6 +26,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import posixpath
 import signal
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -99,10 +100,9 @@ class RunCgroup:
     cpuacct: Path | None = None
     """v1's CPU time, where the membership is not a unified cgroup."""
 
-    @property
-    def v2_limits(self) -> bool:
-        """Its limits are set in the unified hierarchy (``v2``), not in v1 ones."""
-        return self.unified and self.memory in (None, self.membership)
+    def is_v2(self, path: Path | None) -> bool:
+        """``path`` is this run's unified cgroup (v2 files), not a v1 one."""
+        return self.unified and path == self.membership
 
     @property
     def dirs(self) -> list[Path]:
@@ -136,24 +136,26 @@ class RunCgroup:
         return bool(self.members())
 
     def kill(self) -> None:
-        """SIGKILL every member, the ones it forks meanwhile included; returns at once
-        (the kernel delivers the kills; ``populated`` turns 0 when they are done)."""
-        if self.unified:
-            with contextlib.suppress(FileNotFoundError):
-                _write(self.membership / "cgroup.kill", "1")
+        """SIGKILL every member, the ones it forks meanwhile included; returns once the
+        kills are sent (``populated`` turns 0 when the kernel has carried them out)."""
+        if not self.unified:
+            self._freeze_and_kill(self.membership / "freezer.state", "FROZEN", "THAWED")
             return
-        self._freeze_and_kill()
+        try:
+            _write(self.membership / "cgroup.kill", "1")
+        except FileNotFoundError:
+            if self.membership.is_dir():  # a kernel before 5.14: no cgroup.kill yet
+                self._freeze_and_kill(self.membership / "cgroup.freeze", "1", "0")
 
-    def _freeze_and_kill(self, rounds: int = 100) -> None:
-        """v1: freeze it (no member can fork or exit), SIGKILL each member, thaw; again
-        while members remain that were not signalled (a fork caught mid-way)."""
-        state = self.membership / "freezer.state"
+    def _freeze_and_kill(self, state: Path, frozen: str, thawed: str, rounds: int = 100) -> None:
+        """Freeze it (no member can fork or exit), SIGKILL each member, thaw; again while
+        members remain that were not signalled (a fork caught mid-way)."""
         signalled: set[int] = set()
         for _ in range(rounds):
             try:
-                _write(state, "FROZEN")
-                for _wait in range(1000):  # FREEZING until every task stopped
-                    if _read(state).strip() == "FROZEN":
+                _write(state, frozen)
+                for _wait in range(1000):  # freezing takes until every task stopped
+                    if self._frozen(state, frozen):
                         break
                     time.sleep(0.001)
                 pids = self.members()
@@ -165,9 +167,14 @@ class RunCgroup:
                 return
             finally:
                 with contextlib.suppress(OSError):
-                    _write(state, "THAWED")
+                    _write(state, thawed)
             if not set(self.members()) - signalled:
                 return
+
+    def _frozen(self, state: Path, frozen: str) -> bool:
+        if self.unified:
+            return _keyed(self.membership / "cgroup.events").get("frozen") == 1
+        return _read(state).strip() == frozen
 
     def remove(self) -> bool:
         """Delete its directories; False if one still has a member (left for later)."""
@@ -183,11 +190,11 @@ class RunCgroup:
                 removed = False
         return removed
 
-    def usage(self) -> Usage:
-        """What the run uses now (or used, once it is over and not yet removed)."""
+    def usage(self, over: bool = False) -> Usage:
+        """What the run uses now, or used (``over``: it has no process left)."""
         memory = peak = None
         if self.memory is not None:
-            if self.v2_limits:
+            if self.is_v2(self.memory):
                 memory = _number(self.memory / "memory.current")
                 peak = _number(self.memory / "memory.peak")
             else:
@@ -204,20 +211,19 @@ class RunCgroup:
             memory_bytes=memory,
             memory_peak_bytes=peak,
             cpu_seconds=None if cpu_seconds is None else round(cpu_seconds, 6),
-            processes=len(self.members()),
+            processes=0 if over else len(self.members()),
         )
 
     def memory_kills(self) -> int:
         """How many of its processes the kernel killed for its memory limit."""
         if self.memory is None:
             return 0
-        events = _keyed(self.memory / "memory.events")
-        if "oom_kill" in events:
-            return events["oom_kill"]
+        if self.is_v2(self.memory):
+            return _keyed(self.memory / "memory.events").get("oom_kill", 0)
         control = _keyed(self.memory / "memory.oom_control")  # v1
-        if "oom_kill" in control:
+        if "oom_kill" in control:  # Linux 4.13 and later
             return control["oom_kill"]
-        return 0 if control.get("under_oom", 0) == 0 else 1
+        return control.get("under_oom", 0)
 
     def forks_refused(self) -> int:
         """How many forks its process limit refused."""
@@ -310,18 +316,19 @@ class Cgroups:
     def runs(self) -> list[str]:
         """The names of the run cgroups that exist (made by this Hive or an earlier one)."""
         found: set[str] = set()
-        for parent in self._dirs():
+        for parent in self.dirs():
             with contextlib.suppress(OSError):
                 found.update(entry.name for entry in os.scandir(parent) if entry.is_dir())
         return sorted(found)
 
     def close(self) -> None:
         """Remove the Hive's own cgroups if nothing is left in them."""
-        for parent in self._dirs():
+        for parent in self.dirs():
             with contextlib.suppress(OSError):
                 parent.rmdir()
 
-    def _dirs(self) -> Iterator[Path]:
+    def dirs(self) -> Iterator[Path]:
+        """The Hive's own cgroups, one in each hierarchy it uses."""
         seen: set[Path] = set()
         for path in (self.membership, *self.limit_dirs.values(), self.cpuacct):
             if path is not None and path not in seen:
@@ -335,7 +342,7 @@ def _if_dir(path: Path | None) -> Path | None:
 
 def _set_limits(cgroup: RunCgroup, limits: Limits) -> None:
     if limits.memory is not None and cgroup.memory is not None:
-        if cgroup.v2_limits:
+        if cgroup.is_v2(cgroup.memory):
             _write(cgroup.memory / "memory.max", str(limits.memory))
             with contextlib.suppress(FileNotFoundError):  # no swap accounting
                 _write(cgroup.memory / "memory.swap.max", "0")
@@ -347,7 +354,7 @@ def _set_limits(cgroup: RunCgroup, limits: Limits) -> None:
         _write(cgroup.pids / "pids.max", str(limits.pids))
     if limits.cpus is not None and cgroup.cpu is not None:
         quota = max(1000, round(limits.cpus * CPU_PERIOD))
-        if cgroup.v2_limits:
+        if cgroup.is_v2(cgroup.cpu):
             _write(cgroup.cpu / "cpu.max", f"{quota} {CPU_PERIOD}")
         else:
             _write(cgroup.cpu / "cpu.cfs_period_us", str(CPU_PERIOD))
@@ -413,13 +420,8 @@ def detect(root: Path, mountinfo: str | None = None, own: str | None = None) -> 
         return Cgroups("none", missing=_all_missing(f"cannot read /proc: {exc.strerror}"))
     unified, v1 = _hierarchies(mountinfo, own)
     maker = _Maker(hive_dir_name(root))
-    membership = None if unified is None else maker.make(unified, "v2")
-    limit_dirs: dict[str, Path] = {}
-    if unified is not None and membership is not None:
-        for limit, controller in _CONTROLLER.items():
-            if _enable(unified.parent, membership, controller, maker.why):
-                limit_dirs[limit] = membership
-    in_v2 = set(limit_dirs)
+    membership, in_v2 = (None, set()) if unified is None else _in_unified(unified, maker)
+    limit_dirs = dict.fromkeys(in_v2, membership) if membership is not None else {}
     cpuacct = None
     if membership is None and "freezer" in v1:  # v1 alone: the freezer kills
         membership = maker.make(v1["freezer"], "freezer")
@@ -493,6 +495,45 @@ def _why_missing(
     if f"v2 {controller}" in why and controller not in v1:
         return why[f"v2 {controller}"] + ", and no v1 hierarchy has it"
     return "neither the unified hierarchy nor a v1 hierarchy offers it"
+
+
+def _in_unified(unified: _Hierarchy, maker: _Maker) -> tuple[Path | None, set[str]]:
+    """The Hive's cgroup in the unified hierarchy, and the limits it can set there.
+
+    It goes under our own cgroup; or beside it, if ours holds processes (the kernel lets
+    no cgroup but the root both hold processes and give controllers to children) and the
+    parent is ours to write: a daemon started in a leaf of a delegated subtree (systemd's
+    ``DelegateSubgroup=``) keeps its runs in a sibling of that leaf."""
+    membership = maker.make(unified, "v2")
+    if membership is None:
+        return None, set()
+    limits = {
+        limit
+        for limit, controller in _CONTROLLER.items()
+        if _enable(unified.parent, membership, controller, maker.why)
+    }
+    busy = any("holds processes" in text for text in maker.why.values())
+    if len(limits) == len(_CONTROLLER) or not busy or unified.own.strip("/") == "":
+        return membership, limits
+    beside = _Hierarchy(unified.mount, posixpath.dirname(unified.own.rstrip("/")))
+    why = dict(maker.why)
+    other = maker.make(beside, "v2 beside")
+    if other is None:
+        maker.why = why
+        return membership, limits
+    other_limits = {
+        limit
+        for limit, controller in _CONTROLLER.items()
+        if _enable(beside.parent, other, controller, maker.why)
+    }
+    if len(other_limits) <= len(limits):
+        with contextlib.suppress(OSError):
+            other.rmdir()
+        maker.why = why
+        return membership, limits
+    with contextlib.suppress(OSError):
+        membership.rmdir()
+    return other, other_limits
 
 
 def _enable(parent: Path, hive: Path, controller: str, why: dict[str, str]) -> bool:

@@ -61,6 +61,9 @@ class HiveCore:
                     private_dir(directory)
                 except OSError as exc:
                     raise WorkspaceError(directory, exc) from exc
+            # First: a default limit it cannot enforce refuses the Hive before it starts
+            # a thread or opens the registry.
+            self.cgroups = _cgroups(config)
             self.bus = EventBus()
             self.registry = Registry(
                 config.registry_path, self.bus.publish, created=clock.now().isoformat()
@@ -69,7 +72,6 @@ class HiveCore:
             self.table = SessionTable()
             self.pool = ActorPool(ACTOR_THREADS)
             self.timers = Timers(clock)
-            self.cgroups = _cgroups(config)
             # With a cgroup per run, its membership finds every process of the run: no
             # sweep of /proc for what a run left outside its process group.
             self.reaper = Reaper(None if self.cgroups.enabled else Sweeper(self.timers))
@@ -142,7 +144,8 @@ class HiveCore:
                 exit_code=new.exit_code,
                 pid=new.pid,
                 recovered=recovered,
-                usage=new.usage if _run_ends(info.status, status) else None,
+                # Announced once, by the end that measured it (a recovered one did not).
+                usage=new.usage if _run_ends(info.status, status) and not recovered else None,
             )
         ]
         if status is Status.TERMINATED:

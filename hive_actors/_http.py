@@ -89,9 +89,9 @@ class CreateBody(_Body):
     stall_action: Literal["none", "terminate", "restart"] | None = None
     """What a stall does besides its event; default the daemon's ``stall_action``."""
     resume_command: list[str] | None = None
+    """The argv template of every run after the first (``{task}``, ``{session_id}``, ``{run}``)."""
     limits: dict[str, Any] | None = None
     """``{"memory": "2G", "pids": 512, "cpus": 1.5}``, any of them; default the daemon's."""
-    """The argv template of every run after the first (``{task}``, ``{session_id}``, ``{run}``)."""
 
 
 class StartBody(_Body):

@@ -452,8 +452,7 @@ class AgentProcess:
                 self._reaped = True
                 _forget_run(self.session_id, self.run)
                 if self.cgroup is not None:
-                    if self.cgroup.populated():  # what the run left: see Reaper's drain
-                        self.cgroup.kill()
+                    pass  # what the run left is killed by the reaper (see its drain)
                 elif self._sweep_when_reaped and self._timers is not None:
                     # Not here: the reaper reaps every session and a pass takes tens of ms.
                     self._timers.call_later(0, self._kill_escapees, at_close=self._kill_escapees)
@@ -479,7 +478,7 @@ class AgentProcess:
         False if it cannot be removed yet (a member still dying)."""
         if self.cgroup is None:
             return True
-        self.usage = self.cgroup.usage()
+        self.usage = self.cgroup.usage(over=True)
         self.memory_kills = self.cgroup.memory_kills()
         self.forks_refused = self.cgroup.forks_refused()
         return self.cgroup.remove()

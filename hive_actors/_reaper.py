@@ -184,14 +184,16 @@ class Reaper:
         with self._lock:
             if self._by_session.get(process.session_id) is process:
                 del self._by_session[process.session_id]
-        if process.cgroup_populated():
+        if process.cgroup_populated():  # what the run left, its own group's included
+            assert process.cgroup is not None
+            process.cgroup.kill()
             self._drain(process, on_exit, exit_code)
         else:
             self._finish(_Draining(process, on_exit, exit_code, 0.0, None), 0.0)
 
     def _drain(self, process: AgentProcess, on_exit: ExitCallback, exit_code: int | None) -> None:
-        """Report the run over once its cgroup is empty: what it left (killed by the
-        reap) is then really gone, not just signalled."""
+        """Report the run over once its cgroup is empty: what it left (killed just
+        before) is then really gone, not just signalled."""
         assert process.cgroup is not None
         entry = _Draining(process, on_exit, exit_code, time.monotonic() + DRAIN_LIMIT, None)
         events = process.cgroup.events_file
@@ -246,8 +248,13 @@ class Reaper:
 
 
 def _settle(process: AgentProcess, deadline: float) -> bool:
-    """Wait (until ``deadline``, monotonic) for the run's cgroup to empty, then keep its
-    counters and remove it; False if it could not be removed."""
-    while process.cgroup_populated() and time.monotonic() < deadline:
-        time.sleep(V1_DRAIN_POLL)
+    """Kill what is left in the run's cgroup and wait (until ``deadline``, monotonic) for
+    it to empty; then keep its counters and remove it. False if it could not be removed.
+
+    A run known to be empty passes a ``deadline`` already over: no look, no wait."""
+    if time.monotonic() < deadline and process.cgroup_populated():
+        assert process.cgroup is not None
+        process.cgroup.kill()
+        while time.monotonic() < deadline and process.cgroup_populated():
+            time.sleep(V1_DRAIN_POLL)
     return process.settle_cgroup()

@@ -151,6 +151,11 @@ class ProcessRunner(Child):
 
     def _spawn(self, message: Spawn) -> None:
         cgroup: RunCgroup | None = None
+        try:  # the session was made by a Hive that had what this one may not
+            self._cgroups.check(message.limits)
+        except ValueError as exc:
+            self.tell_parent(SpawnFailed(message.run, f"cannot enforce its limits: {exc}"))
+            return
         if self._cgroups.enabled:
             name = run_name(self._session_id, message.run, message.setup)
             try:

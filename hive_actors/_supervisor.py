@@ -532,7 +532,7 @@ class SessionSupervisor(Child):
             self._finish(Status.COMPLETED, "exited", detail, exit_code=0)
         else:
             reason = "signal" if killed_by_signal(code) else "exit_code"
-            if exited.memory_kills:
+            if exited.memory_kills and self._info.limits.memory is not None:
                 reason = "memory_limit"
             self._finish(Status.FAILED, reason, detail, exit_code=code)
 

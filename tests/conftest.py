@@ -24,6 +24,7 @@ import pytest
 import structlog
 
 from hive_actors import Event, Hive
+from hive_actors._cgroups import Cgroups, detect, hive_dir_name
 from hive_actors._lockfile import DaemonLock
 from hive_actors._process import (
     AgentProcess,
@@ -59,15 +60,39 @@ def _hive_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith(HIVE_THREADS)]
 
 
+_SHARED_CGROUPS: set[str] = set()
+"""The cgroups of the Hives of a module's cluster hosts: they outlive each test."""
+
+
+def _hive_cgroups() -> set[Path]:
+    """Every Hive's own cgroup on this machine (``hive-*`` under each hierarchy's cgroup
+    this process is in)."""
+    cgroups = detect(Path("/"))  # where a Hive's cgroups go, made for the look and removed
+    parents = {path.parent for path in cgroups.dirs()}
+    cgroups.close()
+    return {path for parent in parents for path in parent.glob("hive-*")}
+
+
+def _describe(cgroups: set[Path]) -> list[str]:
+    return [
+        f"{path}: {sorted(entry.name for entry in path.iterdir() if entry.is_dir())}"
+        for path in cgroups
+    ]
+
+
 @pytest.fixture(autouse=True)
 def _no_leaks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every test must leave no hive thread, no actor and no HIVE_* setting behind."""
+    """Every test must leave no hive thread, no actor, no cgroup and no HIVE_* setting
+    behind."""
     for name in list(os.environ):
         if name.startswith("HIVE_"):
             monkeypatch.delenv(name)
+    before = _hive_cgroups()
     yield
     assert _hive_threads() == [], "a test left hive threads running"
     assert pykka.ActorRegistry.get_all() == [], "a test left actors running"
+    left = {path for path in _hive_cgroups() - before if path.name not in _SHARED_CGROUPS}
+    assert not left, f"a test left cgroups behind: {_describe(left)}"
 
 
 @pytest.fixture
@@ -105,6 +130,24 @@ class Hives:
         # Whoever closed the hive: a test that closes its own and then fails leaves its
         # processes to us.
         kill_leftovers(hive.config.sessions_dir for hive in self.opened)
+        for hive in self.opened:
+            clear_cgroups(hive)
+
+
+def clear_cgroups(hive: Hive) -> None:
+    """Kill what is left in the run cgroups of a closed ``hive`` and remove them all
+    (a test that left agents running on purpose, or failed)."""
+    clear_hive_cgroups(hive._core.cgroups)
+
+
+def clear_hive_cgroups(cgroups: Cgroups) -> None:
+    """Kill what is left in a Hive's run cgroups, and remove them and its own."""
+    for name in cgroups.runs():
+        run = cgroups.existing(name)
+        run.kill()
+        eventually(lambda run=run: not run.populated())  # type: ignore[misc]
+        run.remove()
+    cgroups.close()
 
 
 def kill_leftovers(sessions_dirs: Iterable[Path]) -> None:
@@ -392,15 +435,23 @@ class SimulatedCluster:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatedCluster]:
     host_root = tmp_path_factory.mktemp("hosts")
-    with ray_cluster.local_cluster(CLUSTER_HOSTS) as nodes:
-        simulated = SimulatedCluster(nodes, host_root)
-        try:
-            yield simulated
-        finally:
+    hosts = [host_root / host for host in CLUSTER_HOSTS]
+    shared = {hive_dir_name(root) for root in hosts}
+    _SHARED_CGROUPS.update(shared)
+    try:
+        with ray_cluster.local_cluster(CLUSTER_HOSTS) as nodes:
+            simulated = SimulatedCluster(nodes, host_root)
             try:
-                simulated.stop_everything()
+                yield simulated
             finally:
-                kill_leftovers(simulated.sessions_dirs())
+                try:
+                    simulated.stop_everything()
+                finally:
+                    kill_leftovers(simulated.sessions_dirs())
+    finally:  # the hosts are gone: what their Hives left in cgroups goes too
+        for root in hosts:
+            clear_hive_cgroups(detect(root))
+        _SHARED_CGROUPS.difference_update(shared)
 
 
 class Engines:

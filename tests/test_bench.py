@@ -134,6 +134,20 @@ def test_every_workload_reports_its_figures_at_a_small_scale(
     assert workspace["files"] == 250
     assert workspace["creates"] == 3
 
+    (cgroups,) = by_name["cgroup_overhead"]
+    assert cgroups["sessions"] == 10
+    assert cgroups["rounds"] == 1
+    assert cgroups["cgroup_mode"] in ("v2", "hybrid", "v1", "none")
+    with_cgroups = ["auto"] if cgroups["limits_skipped"] else ["auto", "limits"]
+    for name in ["off", *with_cgroups]:
+        assert cgroups[f"{name}_cpu_ms_per_session"] > 0
+        assert cgroups[f"{name}_open_close_cpu_ms"] >= 0
+    for name in with_cgroups:  # a difference of two timings: either sign
+        delta = cgroups[f"{name}_cpu_ms_per_session"] - cgroups["off_cpu_ms_per_session"]
+        assert abs(cgroups[f"delta_{name}_ms_per_session"] - delta) <= 0.002
+    assert cgroups["target_delta_ms"] == 0.5
+    assert isinstance(cgroups["target_met"], bool)  # not asserted: it is timed
+
 
 def test_the_workspace_workload_reports_its_figures(
     tmp_path_factory: pytest.TempPathFactory,

@@ -9,6 +9,7 @@ import json
 import re
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from hive_actors import (
     HiveClosed,
     InvalidInput,
+    InvalidLimits,
     InvalidMetadata,
     InvalidPriority,
     InvalidRepository,
@@ -24,6 +26,7 @@ from hive_actors import (
     InvalidTask,
     InvalidTransition,
     SessionNotFound,
+    Usage,
 )
 from hive_actors.testing import fake_agent_command
 
@@ -685,6 +688,53 @@ def test_runs_after_the_first_use_the_resume_command(engine: Any) -> None:
     assert engine.wait(session_id, timeout=30) == "completed"
     lines = (Path(engine.output_dir(session_id)) / "argv").read_text().splitlines()
     assert lines == ["first the task", f"resume {session_id} 2", f"resume {session_id} 3"]
+
+
+# -- limits, containment and usage (a cgroup per run) --------------------------------------
+
+HOARDS = "hoard = []\nwhile True:\n    hoard.append(b'x' * (4 << 20))\n"
+
+
+def test_limits_hold_and_usage_is_read_from_the_runs_cgroup(engine: Any) -> None:
+    assert engine.stats().cgroup_mode in ("v2", "hybrid"), "this machine's cgroups are unusable"
+    limits = {"memory": "256M", "pids": 64, "cpus": 1}
+    session_id = run(engine, *FOREVER, limits=limits)
+    info = engine.get_session_info(session_id)
+    assert info.limits.model_dump() == {"memory": 256 * 1024**2, "pids": 64, "cpus": 1.0}
+    # Fresh while it runs: the shim and its agent, as seen through the session's host.
+    deadline = time.monotonic() + 10
+    while (engine.get_session_info(session_id).usage or Usage()).processes != 2:
+        assert time.monotonic() < deadline, engine.get_session_info(session_id).usage
+        time.sleep(0.01)
+    engine.terminate_session(session_id, grace=0)
+    assert engine.wait(session_id, timeout=30) == "terminated"
+    usage = engine.get_session_info(session_id).usage
+    assert usage is not None
+    assert usage.processes == 0
+    assert (usage.cpu_seconds or 0) > 0
+    ended = [e for e in engine.events(session_id) if e.type == "session.status"][-1]
+    assert ended.usage == usage
+
+
+def test_a_run_past_its_memory_limit_fails_with_memory_limit(engine: Any) -> None:
+    session_id = engine.create_session(
+        "hoards", command=[sys.executable, "-c", HOARDS], limits={"memory": "64M"}
+    )
+    engine.start_session(session_id)
+    assert engine.wait(session_id, timeout=30) == "failed"
+    info = engine.get_session_info(session_id)
+    assert info.reason == "memory_limit"
+    assert "memory limit of 64 MiB" in (info.detail or "")
+
+
+@pytest.mark.parametrize(
+    "limits", [{"memory": "lots"}, {"pids": 0}, {"cpus": -1}, {"disk": "1G"}, ["2G"]]
+)
+def test_bad_limits_are_refused_and_create_nothing(engine: Any, limits: Any) -> None:
+    before = {info.session_id for info in engine.list_sessions()}
+    with pytest.raises(InvalidLimits):
+        engine.create_session("limited", limits=limits)
+    assert {info.session_id for info in engine.list_sessions()} == before
 
 
 # -- role pooling (execute) ----------------------------------------------------------------

@@ -23,7 +23,6 @@ from hive_actors.testing import FakeClock, ReadySignal, session_processes
 
 from .conftest import Daemon, Hives, eventually, kill_leftovers, process_alive
 
-
 pytestmark = pytest.mark.usefixtures("containment")
 
 

@@ -1,0 +1,379 @@
+"""A cgroup per run, on this machine's real cgroups: containment no process can leave,
+limits the kernel enforces, usage from its counters, and nothing left behind.
+
+Each test runs where the Hive finds usable cgroups (``hybrid`` on a v2 mount without
+controllers beside writable v1 ones); the escapee tests run in ``v1`` too (the freezer
+for membership), by hiding the v2 mount from detection.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hive_actors import Hive, InvalidConfig, InvalidLimits, _cgroups, _core, _process
+from hive_actors._cgroups import Cgroups, detect
+from hive_actors.testing import FakeClock, ReadySignal, session_processes
+
+from .conftest import Hives, eventually, process_alive
+
+SLEEP = shutil.which("sleep") or "/bin/sleep"
+
+ESCAPING = f"""
+import json, os, signal, sys, time
+ready, how = sys.argv[1], sys.argv[2]
+read_end, write_end = os.pipe()
+child = os.fork()
+if child == 0:  # out of the agent's group and session, deaf to SIGTERM, no environment
+    os.setsid()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    grandchild = os.fork()
+    if grandchild == 0:
+        os.execve({SLEEP!r}, ["sleep", "3600"], {{}})
+    os.write(write_end, b"%d\\n" % grandchild)
+    os.execve({SLEEP!r}, ["sleep", "3600"], {{}})
+grandchild = int(os.fdopen(read_end).readline())
+with open(ready, "w") as fifo:
+    fifo.write(json.dumps({{"escapees": [child, grandchild]}}) + "\\n")
+if how == "ends":
+    sys.exit(0)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only the SIGKILL ends it
+while True:
+    time.sleep(3600)
+"""
+"""An agent whose child calls setsid, ignores SIGTERM, clears its environment and
+forks again; it reports both, then ends (``ends``) or runs on ignoring SIGTERM."""
+
+MEMORY_HOG = """
+hoard = []
+while True:
+    hoard.append(b"x" * (4 << 20))  # written, so really resident
+"""
+
+FORKS = """
+import json, os, sys, time
+born, refused = 0, 0
+for _ in range(100):
+    try:
+        pid = os.fork()
+    except OSError:
+        refused += 1
+        continue
+    if pid == 0:
+        time.sleep(3600)
+        os._exit(0)
+    born += 1
+with open(sys.argv[1], "w") as fifo:
+    fifo.write(json.dumps({"born": born, "refused": refused}) + "\\n")
+sys.exit(1 if refused else 0)
+"""
+
+SPINNERS = """
+import os
+os.fork()  # two processes, each would take a whole core
+while True:
+    pass
+"""
+
+
+def python(script: str, *args: str) -> dict[str, Any]:
+    """create_session options that run ``script`` as the agent."""
+    return {"command": [sys.executable, "-c", script, *args]}
+
+
+def run_dirs(hive: Hive) -> list[str]:
+    """The run cgroups that exist under the Hive's own cgroups."""
+    return hive._core.cgroups.runs()
+
+
+def hive_dirs(hive: Hive) -> list[Path]:
+    """The Hive's own cgroups that still exist."""
+    return [path for path in hive._core.cgroups.dirs() if path.exists()]
+
+
+def _v1_only(root: Path) -> Cgroups:
+    """Detection with the unified mount hidden: membership in v1's freezer."""
+    with open("/proc/self/mountinfo") as mountinfo:
+        lines = [line for line in mountinfo if " - cgroup2 " not in line]
+    return detect(root, mountinfo="".join(lines))
+
+
+@pytest.fixture(params=["found", "v1"])
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The mode this machine gives a Hive, and v1 (where the machine has it)."""
+    if request.param == "v1":
+        monkeypatch.setattr(_core, "detect", _v1_only)
+    return str(request.param)
+
+
+@pytest.fixture
+def hive(hives: Hives, clock: FakeClock, mode: str) -> Hive:
+    opened = hives.open(clock=clock)
+    wanted = {"found": ("v2", "hybrid"), "v1": ("v1",)}[mode]
+    assert opened.stats().cgroup_mode in wanted, "this machine's cgroups are not usable"
+    return opened
+
+
+@pytest.fixture
+def signal_(ready: Callable[[], ReadySignal]) -> ReadySignal:
+    return ready()
+
+
+@pytest.fixture
+def escapees() -> Iterator[list[int]]:
+    """Pids a test saw escape; killed afterwards whatever the test's outcome."""
+    found: list[int] = []
+    yield found
+    _process.signal_each(found, signal.SIGKILL)
+
+
+# -- containment -----------------------------------------------------------------------------
+
+
+def test_an_escapee_is_gone_after_terminate(
+    hive: Hive, clock: FakeClock, signal_: ReadySignal, escapees: list[int]
+) -> None:
+    session_id = hive.create_session("escapes", **python(ESCAPING, str(signal_.path), "stays"))
+    hive.start_session(session_id)
+    escapees += signal_.wait()["escapees"]
+    assert not set(escapees) & set(session_processes(session_id))  # no marker, no group
+    assert hive.terminate_session(session_id, grace=5) == "stopping"
+    assert all(process_alive(pid) for pid in escapees)  # SIGTERM is ignored
+    clock.advance(5)
+    assert hive.wait(session_id, timeout=10) == "terminated"
+    assert not any(process_alive(pid) for pid in escapees)  # gone before the end was told
+    assert run_dirs(hive) == []
+
+
+def test_an_escapee_is_gone_when_its_run_ends_on_its_own(
+    hive: Hive, signal_: ReadySignal, escapees: list[int]
+) -> None:
+    session_id = hive.create_session("escapes", **python(ESCAPING, str(signal_.path), "ends"))
+    hive.start_session(session_id)
+    escapees += signal_.wait()["escapees"]
+    assert hive.wait(session_id, timeout=10) == "completed"
+    assert not any(process_alive(pid) for pid in escapees)
+    assert run_dirs(hive) == []
+
+
+def test_a_shim_killed_under_a_running_hive_takes_its_run_with_it(
+    hive: Hive, signal_: ReadySignal, escapees: list[int]
+) -> None:
+    session_id = hive.create_session("orphaned", **python(ESCAPING, str(signal_.path), "stays"))
+    hive.start_session(session_id)
+    escapees += signal_.wait()["escapees"]
+    os.kill(hive.get_session_info(session_id).pid or 0, signal.SIGKILL)
+    assert hive.wait(session_id, timeout=10) == "failed"
+    info = hive.get_session_info(session_id)
+    assert info.reason == "lost"
+    assert "killed the 3 processes" in (info.detail or "")
+    assert not any(process_alive(pid) for pid in escapees)
+    assert run_dirs(hive) == []
+
+
+def test_a_shim_killed_while_no_hive_ran_is_found_by_its_cgroup(
+    hives: Hives,
+    tmp_path: Path,
+    signal_: ReadySignal,
+    escapees: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = tmp_path / "root"
+    first = hives.open(root=root, shutdown="leave")
+    session_id = first.create_session("left", **python(ESCAPING, str(signal_.path), "stays"))
+    first.start_session(session_id)
+    escapees += signal_.wait()["escapees"]
+    shim = first.get_session_info(session_id).pid or 0
+    first.close()
+    os.kill(shim, signal.SIGKILL)  # its agent and escapees run on, watched by nobody
+    eventually(lambda: not process_alive(shim))
+
+    def no_scan() -> list[tuple[int, int, str | None]]:
+        raise AssertionError("recovery looked through /proc")
+
+    monkeypatch.setattr(_process, "_read_proc", no_scan)
+    second = hives.open(root=root)
+    monkeypatch.undo()  # the teardown's own leftover hunt scans
+    info = second.get_session_info(session_id)
+    assert (info.status, info.reason) == ("failed", "lost")
+    assert "killed the 3 processes of the run still running" in (info.detail or "")
+    assert not any(process_alive(pid) for pid in escapees)
+    assert run_dirs(second) == []
+
+
+def test_nothing_is_left_after_a_crash_removal_and_close(
+    hives: Hives, tmp_path: Path, signal_: ReadySignal, escapees: list[int]
+) -> None:
+    """A Hive that dies (here: closed leaving its agent, whose cgroup is then the
+    crash's) leaves run cgroups; the next one removes them, and its own close the rest."""
+    root = tmp_path / "root"
+    first = hives.open(root=root, shutdown="leave")
+    ended = first.create_session("ends", command=["true"])
+    first.start_session(ended)
+    assert first.wait(ended, timeout=10) == "completed"
+    left = first.create_session("left", **python(ESCAPING, str(signal_.path), "stays"))
+    first.start_session(left)
+    escapees += signal_.wait()["escapees"]
+    assert run_dirs(first) == [f"{left}.1"]
+    first.close()
+    second = hives.open(root=root)
+    assert second.status(left) == "running"  # re-adopted, its cgroup kept
+    assert run_dirs(second) == [f"{left}.1"]
+    second.terminate_session(left, grace=0)
+    assert second.wait(left, timeout=10) == "terminated"
+    assert not any(process_alive(pid) for pid in escapees)
+    second.remove_session(left)
+    second.remove_session(ended)
+    assert run_dirs(second) == []
+    second.close()
+    assert hive_dirs(second) == []
+
+
+# -- limits ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["found"], indirect=True)
+def test_a_run_past_its_memory_limit_fails_with_memory_limit(hive: Hive) -> None:
+    session_id = hive.create_session("hoards", **python(MEMORY_HOG), limits={"memory": "64M"})
+    hive.start_session(session_id)
+    assert hive.wait(session_id, timeout=30) == "failed"
+    info = hive.get_session_info(session_id)
+    assert info.reason == "memory_limit"
+    assert info.limits.memory == 64 * 1024**2
+    assert "the memory limit of 64 MiB, peak 6" in (info.detail or "")  # 60-64 MiB
+    assert info.usage is not None
+    assert 48 * 1024**2 <= (info.usage.memory_peak_bytes or 0) <= 64 * 1024**2
+    assert b"hive_memory_limit_runs_total 1.0" in hive.metrics()
+
+
+@pytest.mark.parametrize("mode", ["found"], indirect=True)
+def test_a_fork_bomb_is_held_to_its_process_limit(hive: Hive, signal_: ReadySignal) -> None:
+    session_id = hive.create_session(
+        "forks", **python(FORKS, str(signal_.path)), limits={"pids": 32}
+    )
+    hive.start_session(session_id)
+    counts = signal_.wait()
+    assert counts["born"] < 32
+    assert counts["born"] + counts["refused"] == 100
+    assert hive.wait(session_id, timeout=10) == "failed"
+    info = hive.get_session_info(session_id)
+    assert info.reason == "exit_code"
+    assert f"{counts['refused']} forks refused by the process limit of 32" in (info.detail or "")
+    assert session_processes(session_id) == []
+    # The machine is unaffected: the next session forks as it likes.
+    other = hive.create_session("fine", command=["true"])
+    hive.start_session(other)
+    assert hive.wait(other, timeout=10) == "completed"
+
+
+@pytest.mark.parametrize("mode", ["found"], indirect=True)
+def test_a_cpu_limit_holds_two_spinners_to_a_fifth_of_a_core(hive: Hive) -> None:
+    session_id = hive.create_session("spins", **python(SPINNERS), limits={"cpus": 0.2})
+    hive.start_session(session_id)
+
+    def cpu() -> float:
+        usage = hive.get_session_info(session_id).usage
+        assert usage is not None
+        assert usage.cpu_seconds is not None
+        return usage.cpu_seconds
+
+    # The shim and both spinners:
+    eventually(lambda: hive.get_session_info(session_id).usage.processes == 3)  # type: ignore[union-attr]
+    began, used = time.monotonic(), cpu()
+    time.sleep(2)  # a measurement window: the rate is the point, not a wait for an event
+    rate = (cpu() - used) / (time.monotonic() - began)
+    assert 0.1 <= rate <= 0.3, f"{rate:.3f} of a core"
+    hive.terminate_session(session_id, grace=0)
+    assert hive.wait(session_id, timeout=10) == "terminated"
+
+
+@pytest.mark.parametrize("mode", ["found"], indirect=True)
+def test_usage_is_fresh_while_a_run_lasts_and_kept_once_it_ended(
+    hive: Hive, signal_: ReadySignal
+) -> None:
+    session_id = hive.create_session(
+        "forks", **python(FORKS, str(signal_.path)), limits={"pids": 8}
+    )
+    hive.start_session(session_id)
+    signal_.wait()
+    assert hive.wait(session_id, timeout=10) == "failed"
+    ended = hive.get_session_info(session_id).usage
+    assert ended is not None
+    assert ended.processes == 0
+    assert (ended.cpu_seconds or 0) > 0
+    assert (ended.memory_peak_bytes or 0) > 0
+    assert [event.usage for event in hive.events(session_id) if event.type == "session.status"][
+        -1
+    ] == ended
+    live = hive.create_session("lives", command=[SLEEP, "3600"], limits={"memory": "32M"})
+    hive.start_session(live)
+    # The shim and its agent:
+    eventually(lambda: hive.get_session_info(live).usage.processes == 2)  # type: ignore[union-attr]
+    (running,) = hive.list_sessions("running")
+    assert running.usage is not None
+    assert running.usage.processes == 2
+    hive.terminate_session(live, grace=0)
+
+
+# -- what is refused -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limits", "says"),
+    [
+        ({"memory": "2X"}, "memory must be bytes or a number with a binary suffix"),
+        ({"memory": 1000}, "at least 1M"),
+        ({"pids": 0}, "pids must be a whole number from 1"),
+        ({"pids": 2.5}, "pids must be a whole number"),
+        ({"cpus": 0}, "cpus must be a number of cores from 0.01"),
+        ({"cpus": "lots"}, "cpus must be a number of cores"),
+        ({"disk": "1G"}, "unknown limit 'disk'; known: memory, pids, cpus"),
+        ("2G", "limits must be an object"),
+    ],
+)
+@pytest.mark.parametrize("mode", ["found"], indirect=True)
+def test_bad_limits_are_refused_and_nothing_is_created(hive: Hive, limits: Any, says: str) -> None:
+    with pytest.raises(InvalidLimits, match=says):
+        hive.create_session("limited", limits=limits)
+    assert hive.list_sessions() == []
+
+
+def test_without_cgroups_a_limit_is_refused_naming_what_is_missing(hives: Hives) -> None:
+    hive = hives.open(cgroups="off")
+    assert hive.stats().cgroup_mode == "none"
+    with pytest.raises(InvalidLimits, match="the memory limit needs the cgroup memory controller"):
+        hive.create_session("limited", limits={"memory": "1G"})
+    assert hive.list_sessions() == []
+    with pytest.raises(InvalidConfig, match="default limits: the pids limit needs"):
+        hives.open(root=hives.root / "other", cgroups="off", pids_max=64)
+
+
+def test_no_hierarchy_at_all_is_mode_none_and_says_why(tmp_path: Path) -> None:
+    cgroups = detect(tmp_path, mountinfo="", own="0::/\n")
+    assert cgroups.mode == "none"
+    with pytest.raises(ValueError, match="no cgroup hierarchy is mounted"):
+        cgroups.check(_cgroups.Limits(cpus=1.0))
+
+
+def test_defaults_apply_and_a_sessions_own_limits_win(hives: Hives) -> None:
+    hive = hives.open(memory_max="1G", pids_max=100)
+    mine = hive.create_session("mine", limits={"pids": 10, "cpus": "1.5"})
+    default = hive.create_session("default")
+    assert hive.get_session_info(mine).limits.model_dump() == {
+        "memory": 1024**3,
+        "pids": 10,
+        "cpus": 1.5,
+    }
+    assert hive.get_session_info(default).limits.model_dump() == {
+        "memory": 1024**3,
+        "pids": 100,
+        "cpus": None,
+    }

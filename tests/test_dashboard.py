@@ -8,6 +8,7 @@ before the tests). Screenshots go to ``$HIVE_SCREENSHOTS`` (default: ``test-arti
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import threading
@@ -326,3 +327,31 @@ def test_a_session_from_a_repository_shows_its_branch_and_diff(served, page, tmp
     expect(page.locator("#log")).to_contain_text("fake_agent", timeout=WAIT_MS)  # asked after
     assert any(f"/sessions/{session_id}/changes" in url for url in asked)
     assert not any(f"/sessions/{plain}/" in url for url in asked), asked
+
+
+def test_limits_and_usage_show_in_the_row_and_the_session_view(served, page) -> None:  # type: ignore[no-untyped-def]
+    daemon, _url, _token = served
+    with daemon.http() as http:
+        assert http.get("/health").json()["cgroup_mode"] in ("v2", "hybrid")
+        made = http.post(
+            "/sessions",
+            json={"task": "limited", "limits": {"memory": "256M", "pids": 64, "cpus": 1.5}},
+        )
+        assert made.status_code == 201, made.text
+        session_id = made.json()["session_id"]
+        started = http.post(f"/sessions/{session_id}/start", json={"args": ["--sleep", "inf"]})
+        assert started.status_code == 200
+    line = row(page, session_id)
+    expect(line).to_have_attribute("data-status", "running", timeout=WAIT_MS)
+    expect(line.locator("td.memory")).to_have_text(
+        re.compile(r"^[\d.]+ (B|KiB|MiB)$"), timeout=WAIT_MS
+    )
+    expect(line.locator("td.memory")).to_have_attribute("title", re.compile(r"limit 256 MiB$"))
+    expect(line.locator("td.cpu")).to_have_text(re.compile(r"^\d+\.\d s$"))
+    line.click()
+    meta = page.locator("#meta")
+    expect(meta).to_contain_text("memory 256 MiB, 64 processes, 1.5 cpus")
+    expect(meta).to_contain_text(re.compile(r"usage.*memory [\d.]+ (B|KiB|MiB).*cpu [\d.]+ s"))
+    daemon.cli("terminate", session_id)
+    expect(line).to_have_attribute("data-status", "terminated", timeout=WAIT_MS)
+    expect(meta).to_contain_text("0 processes", timeout=WAIT_MS)  # as last seen at its end

@@ -8,6 +8,7 @@ const STATES = ["created", "queued", "starting", "running", "idle", "stopping",
 const TERMINAL = new Set(["completed", "failed", "terminated"]);
 const LIVE = new Set(["queued", "starting", "running", "idle", "stopping"]);
 const LOG_TAIL_BYTES = 64 * 1024;
+const USAGE_EVERY_MS = 5000;
 const LOG_KEEP_CHARS = 256 * 1024;
 
 const state = {
@@ -208,6 +209,7 @@ function drawNow() {
   const all = [...state.sessions.values()].sort((a, b) => (a.created < b.created ? 1 : -1));
   drawCounts(all);
   document.body.classList.toggle("repos", all.some((info) => info.branch));
+  document.body.classList.toggle("usage", all.some((info) => info.usage));
   const shown = all.filter(matches);
   const body = document.querySelector("#sessions tbody");
   body.replaceChildren(...shown.map(row));
@@ -246,6 +248,11 @@ function row(info) {
     el("td", { class: "num age", "data-created": info.created, text: age(info.created) }),
     el("td", { class: "num runs", text: String(info.runs) }),
     el("td", { class: "num restarts", text: String(info.restarts) }),
+    el("td", { class: "usage-col num memory", title: memoryTitle(info),
+      text: info.usage ? bytes(info.usage.memory_bytes) : "" }),
+    el("td", { class: "usage-col num cpu",
+      title: info.usage ? plural(info.usage.processes ?? 0, "process") : "",
+      text: info.usage && info.usage.cpu_seconds !== null ? `${info.usage.cpu_seconds.toFixed(1)} s` : "" }),
     el("td", { class: "num exit", text: info.exit_code ?? "" }),
     el("td", { title: info.detail || "", text: info.reason || "" }),
   );
@@ -276,7 +283,40 @@ function lineCounts({ insertions, deletions }, lead) {
 }
 
 function plural(n, noun) {
-  return `${n} ${noun}${n === 1 ? "" : "s"}`;
+  return `${n} ${noun}${n === 1 ? "" : noun.endsWith("s") ? "es" : "s"}`;
+}
+
+// 67108864 as "64 MiB": binary units, as limits are given.
+function bytes(size) {
+  if (size === null || size === undefined) return "";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let unit = 0;
+  while (size >= 1024 && unit < units.length - 1) { size /= 1024; unit += 1; }
+  return `${unit ? size.toPrecision(3).replace(/\.0+$/, "") : size} ${units[unit]}`;
+}
+
+function memoryTitle(info) {
+  const parts = [];
+  if (info.usage && info.usage.memory_peak_bytes !== null) parts.push(`peak ${bytes(info.usage.memory_peak_bytes)}`);
+  if (info.limits && info.limits.memory) parts.push(`limit ${bytes(info.limits.memory)}`);
+  return parts.join("; ");
+}
+
+function limitsText(limits) {
+  if (!limits) return null;
+  const parts = [];
+  if (limits.memory) parts.push(`memory ${bytes(limits.memory)}`);
+  if (limits.pids) parts.push(`${limits.pids} processes`);
+  if (limits.cpus) parts.push(`${limits.cpus} cpu${limits.cpus === 1 ? "" : "s"}`);
+  return parts.join(", ") || null;
+}
+
+function usageText(usage) {
+  if (!usage) return null;
+  return [`memory ${bytes(usage.memory_bytes) || "?"}`,
+    usage.memory_peak_bytes !== null ? `peak ${bytes(usage.memory_peak_bytes)}` : null,
+    usage.cpu_seconds !== null ? `cpu ${usage.cpu_seconds.toFixed(2)} s` : null,
+    plural(usage.processes ?? 0, "process")].filter(Boolean).join(", ");
 }
 
 function age(iso) {
@@ -445,6 +485,7 @@ function drawDetailHead(info) {
     ["setup", (info.setup || []).length
       ? `${info.setup.join(" ")} (${info.setup_done ? "done" : "not run yet"})` : null],
     ["ports", (info.ports || []).join(", ")], ["env", (info.env || []).join(", ")],
+    ["limits", limitsText(info.limits)], ["usage", usageText(info.usage)],
     ["output dir", info.output_dir], ["database", info.database], ["log", info.log_file],
     ["metadata", Object.keys(info.metadata || {}).length ? JSON.stringify(info.metadata) : null],
   ];
@@ -576,6 +617,7 @@ async function connect() {
   changes.summary.clear();
   for (const info of sessions) state.sessions.set(info.session_id, info);
   state.lastSeq = health.last_seq;
+  state.cgroups = health.cgroup_mode !== "none";
   draw();
   // Events after the snapshot; older ones a row already reflects are skipped by time.
   followEvents({}, state.lastSeq, onEvent, new AbortController().signal, setLink);
@@ -602,6 +644,15 @@ function start() {
     $("login").hidden = true;
     connect().catch((error) => toast(error.message));
   });
+  // What running sessions use changes without an event: one list of them every 5 s,
+  // and only while one runs, the page is seen and the daemon has cgroups.
+  setInterval(async () => {
+    if (document.hidden || !state.cgroups) return;
+    if (![...state.sessions.values()].some((info) => info.status === "running")) return;
+    try {
+      for (const info of (await api("GET", "sessions?status=running")).sessions) upsert(info);
+    } catch (error) { /* the next tick */ }
+  }, USAGE_EVERY_MS);
   // Ages tick locally; nothing is fetched for them.
   setInterval(() => {
     for (const cell of document.querySelectorAll("td.age")) cell.textContent = age(cell.dataset.created);

@@ -8,6 +8,7 @@ for membership), by hiding the v2 mount from detection.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,7 +24,7 @@ from hive_actors import Hive, InvalidConfig, InvalidLimits, _cgroups, _core, _pr
 from hive_actors._cgroups import Cgroups, detect
 from hive_actors.testing import FakeClock, ReadySignal, session_processes
 
-from .conftest import Hives, eventually, process_alive
+from .conftest import Daemon, Hives, eventually, process_alive
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 
@@ -377,3 +378,56 @@ def test_defaults_apply_and_a_sessions_own_limits_win(hives: Hives) -> None:
         "pids": 100,
         "cpus": None,
     }
+
+
+# -- hivectl and HTTP ------------------------------------------------------------------------
+
+
+def test_limits_and_usage_through_hivectl_and_http(daemon: Daemon) -> None:
+    daemon.env["HIVE_PIDS_MAX"] = "256"
+    daemon.start()
+    created = daemon.cli("create", "t", "--memory", "2G", "--cpus", "1.5")
+    assert created.returncode == 0, created.stderr
+    session_id = created.stdout.strip()
+    info = json.loads(daemon.cli("get", session_id).stdout)
+    assert info["limits"] == {"memory": 2 * 1024**3, "pids": 256, "cpus": 1.5}
+    assert info["usage"] is None
+    assert daemon.cli("start", session_id, "--exit", "0").returncode == 0
+    assert daemon.cli("wait", session_id, "--timeout", "60").returncode == 0
+    usage = json.loads(daemon.cli("get", session_id).stdout)["usage"]
+    assert set(usage) == {"memory_bytes", "memory_peak_bytes", "cpu_seconds", "processes"}
+    assert usage["cpu_seconds"] > 0
+    assert usage["processes"] == 0
+    cases = [
+        (("create", "t", "--memory", "lots"), "memory must be bytes or a number"),
+        (("create", "t", "--pids", "0"), "pids must be a whole number from 1"),
+        (("create", "t", "--cpus", "none"), "cpus must be a number of cores"),
+    ]
+    for args, message in cases:
+        done = daemon.cli(*args)
+        assert (done.returncode, done.stdout) == (4, ""), (args, done.stderr)
+        assert message in done.stderr
+        assert "Traceback" not in done.stderr
+    with daemon.http() as http:
+        health = http.get("/health").json()
+        assert health["cgroup_mode"] in ("v2", "hybrid")
+        reply = http.post("/sessions", json={"task": "t", "limits": {"cpus": 0}})
+        assert (reply.status_code, reply.json()["error"]) == (422, "invalid_input")
+        assert "cpus must be a number of cores" in reply.json()["message"]
+        made = http.post("/sessions", json={"task": "t", "limits": {"memory": 1048576}})
+        assert made.json()["limits"] == {"memory": 1048576, "pids": 256, "cpus": None}
+        assert len(http.get("/sessions").json()["sessions"]) == 2  # the refused made none
+        metrics = http.get("/metrics").text
+        assert "hive_run_cpu_seconds_count 1.0" in metrics
+        assert "hive_run_memory_peak_bytes_bucket" in metrics
+        assert session_id not in metrics  # never a label per session
+
+
+def test_a_daemon_without_cgroups_refuses_a_limit_with_why(daemon: Daemon) -> None:
+    daemon.env["HIVE_CGROUPS"] = "off"
+    daemon.start()
+    refused = daemon.cli("create", "t", "--memory", "1G")
+    assert (refused.returncode, refused.stdout) == (4, "")
+    assert "the memory limit needs the cgroup memory controller" in refused.stderr
+    with daemon.http() as http:
+        assert http.get("/health").json()["cgroup_mode"] == "none"

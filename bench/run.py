@@ -1098,6 +1098,7 @@ def bench_cluster(rounds: int, calls: int, sessions: int, live: int) -> None:
     # First, before anything imports Ray: the simulated cluster stays on 127.0.0.1.
     from hive_actors.testing import ray_cluster  # isort: skip
     from hive_actors.cluster import ClusterHive
+    from hive_actors.testing import clear_cgroups
 
     with temp_root() as local_root, Hive(root=local_root, command=[TRUE]) as hive:
         local_creates, local_statuses = _timed_calls(calls, 1, lambda: _InProcess(hive))
@@ -1106,51 +1107,54 @@ def bench_cluster(rounds: int, calls: int, sessions: int, live: int) -> None:
         with temp_root() as root:
             local_rates.append(sessions / hive_lifecycle(root, sessions, 16))
     # Ray's driver prints its cluster's news ("a worker died ...") on stdout: not here.
-    with (
-        contextlib.redirect_stdout(sys.stderr),
-        temp_root() as host_root,
-        ray_cluster.local_cluster(["a", "b"]),
-    ):
-        settings: dict[str, Any] = {
-            "command": [SLEEP, "3600"],
-            "max_running": 100_000,
-            "grace_period": 1.0,
-        }
-        with ClusterHive(host_root=host_root, **settings) as cluster:
-            creates, statuses = _timed_calls(calls, 1, lambda: _InProcess(cluster))  # type: ignore[arg-type]
-            emit(
-                "cluster_call_latency",
-                calls=calls,
-                create_ms_p50=ms(creates, 0.5, 3),
-                create_ms_p99=ms(creates, 0.99, 3),
-                status_ms_p50=ms(statuses, 0.5, 3),
-                status_ms_p99=ms(statuses, 0.99, 3),
-                local_create_ms_p50=ms(local_creates, 0.5, 3),
-                local_status_ms_p50=ms(local_statuses, 0.5, 3),
-                target_ms_p50=3,
-                target_ms_p99=15,
-            )
-            cluster.cleanup(0)
-            rates = [sessions / _cluster_lifecycle(cluster, sessions, 16) for _ in range(rounds)]
-            emit(
-                "cluster_lifecycle",
-                sessions=sessions,
-                concurrency=16,
-                hosts=2,
-                cluster_sessions_per_s=round(statistics.median(rates), 1),
-                local_sessions_per_s=round(statistics.median(local_rates), 1),
-                ratio_cluster_over_local=round(
-                    statistics.median(rates) / statistics.median(local_rates), 3
-                ),
-                target_ratio=0.5,
-            )
-            _cluster_event_latency(cluster, live)
-            _cluster_host_kill(cluster, live // 10)
-            for info in cluster.list_sessions():
-                if not info.terminal:
-                    cluster.terminate_session(info.session_id, grace=0)
-            for info in cluster.list_sessions():
-                cluster.wait(info.session_id, timeout=120)
+    with temp_root() as host_root:
+        try:
+            with contextlib.redirect_stdout(sys.stderr), ray_cluster.local_cluster(["a", "b"]):
+                settings: dict[str, Any] = {
+                    "command": [SLEEP, "3600"],
+                    "max_running": 100_000,
+                    "grace_period": 1.0,
+                }
+                with ClusterHive(host_root=host_root, **settings) as cluster:
+                    creates, statuses = _timed_calls(calls, 1, lambda: _InProcess(cluster))  # type: ignore[arg-type]
+                    emit(
+                        "cluster_call_latency",
+                        calls=calls,
+                        create_ms_p50=ms(creates, 0.5, 3),
+                        create_ms_p99=ms(creates, 0.99, 3),
+                        status_ms_p50=ms(statuses, 0.5, 3),
+                        status_ms_p99=ms(statuses, 0.99, 3),
+                        local_create_ms_p50=ms(local_creates, 0.5, 3),
+                        local_status_ms_p50=ms(local_statuses, 0.5, 3),
+                        target_ms_p50=3,
+                        target_ms_p99=15,
+                    )
+                    cluster.cleanup(0)
+                    rates = [
+                        sessions / _cluster_lifecycle(cluster, sessions, 16) for _ in range(rounds)
+                    ]
+                    emit(
+                        "cluster_lifecycle",
+                        sessions=sessions,
+                        concurrency=16,
+                        hosts=2,
+                        cluster_sessions_per_s=round(statistics.median(rates), 1),
+                        local_sessions_per_s=round(statistics.median(local_rates), 1),
+                        ratio_cluster_over_local=round(
+                            statistics.median(rates) / statistics.median(local_rates), 3
+                        ),
+                        target_ratio=0.5,
+                    )
+                    _cluster_event_latency(cluster, live)
+                    _cluster_host_kill(cluster, live // 10)
+                    for info in cluster.list_sessions():
+                        if not info.terminal:
+                            cluster.terminate_session(info.session_id, grace=0)
+                    for info in cluster.list_sessions():
+                        cluster.wait(info.session_id, timeout=120)
+        finally:  # the hosts died with their nodes, their Hives unclosed
+            for host in ("a", "b"):
+                clear_cgroups(host_root / host)
 
 
 def _cluster_lifecycle(cluster: Any, sessions: int, concurrency: int) -> float:

@@ -84,8 +84,11 @@ class HiveCore:
             self.secrets = Secrets(config.root / "secrets")
             self.ports = PortPool(*config.ports, held=self._held_ports)
         except BaseException:
+            if hasattr(self, "cgroups"):
+                self.cgroups.close()
             self.lock.release()  # a Hive that did not open leaves the root to the next
             raise
+        _say_if_no_cgroups(config, self.cgroups)
 
     def _held_ports(self) -> list[int]:
         return [port for info in self.table.all() if not info.terminal for port in info.ports]
@@ -214,27 +217,31 @@ _warned_no_cgroups = False
 
 
 def _cgroups(config: HiveConfig) -> Cgroups:
-    """The cgroups this Hive uses; InvalidConfig if a default limit cannot be enforced.
-
-    Without any, a Hive says so once per process (a test suite opens many)."""
-    global _warned_no_cgroups  # noqa: PLW0603 - one warning per process
+    """The cgroups this Hive uses; InvalidConfig if a default limit cannot be enforced."""
     if config.cgroups == "off":
         cgroups = Cgroups("none", missing=dict.fromkeys(LIMIT_NAMES, "cgroups is off"))
     else:
         cgroups = detect(config.root)
-        if not cgroups.enabled and not _warned_no_cgroups:
-            _warned_no_cgroups = True
-            log.warning(
-                "no usable cgroups: a session's processes are found by process group and "
-                "session marker, and limits are refused",
-                why=cgroups.missing.get("memory"),
-            )
     try:
         cgroups.check(config.limits)
     except ValueError as exc:
         cgroups.close()
         raise InvalidConfig(f"default limits: {exc}") from None
     return cgroups
+
+
+def _say_if_no_cgroups(config: HiveConfig, cgroups: Cgroups) -> None:
+    """A Hive that opened without the cgroups it would use says so, once per process (a
+    test suite opens many); one told not to use them is not warned about."""
+    global _warned_no_cgroups  # noqa: PLW0603 - one warning per process
+    if config.cgroups == "off" or cgroups.enabled or _warned_no_cgroups:
+        return
+    _warned_no_cgroups = True
+    log.warning(
+        "no usable cgroups: a session's processes are found by process group and "
+        "session marker, and limits are refused",
+        why=cgroups.missing.get("memory"),
+    )
 
 
 def _tighten(config: HiveConfig) -> None:

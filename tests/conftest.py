@@ -4,6 +4,7 @@ from __future__ import annotations
 from hive_actors.testing import ray_cluster  # isort: skip
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ import pytest
 import structlog
 
 from hive_actors import Event, Hive
-from hive_actors._cgroups import Cgroups, detect, hive_dir_name
+from hive_actors._cgroups import detect, hive_dir_name
 from hive_actors._lockfile import DaemonLock
 from hive_actors._process import (
     AgentProcess,
@@ -33,7 +34,14 @@ from hive_actors._process import (
     signal_each,
 )
 from hive_actors._timers import Timers
-from hive_actors.testing import FakeClock, ReadySignal, fake_agent_command, wait_maintenance
+from hive_actors.testing import (
+    FakeClock,
+    ReadySignal,
+    clear_cgroups,
+    clear_hive_cgroups,
+    fake_agent_command,
+    wait_maintenance,
+)
 
 # hive_actors never configures logging; tests route structlog into stdlib logging so
 # pytest captures it instead of it going to stdout.
@@ -64,13 +72,18 @@ _SHARED_CGROUPS: set[str] = set()
 """The cgroups of the Hives of a module's cluster hosts: they outlive each test."""
 
 
-def _hive_cgroups() -> set[Path]:
-    """Every Hive's own cgroup on this machine (``hive-*`` under each hierarchy's cgroup
-    this process is in)."""
-    cgroups = detect(Path("/"))  # where a Hive's cgroups go, made for the look and removed
-    parents = {path.parent for path in cgroups.dirs()}
+@functools.cache
+def _cgroup_parents() -> frozenset[Path]:
+    """Where a Hive's own cgroups go: under this process's cgroup in each hierarchy."""
+    cgroups = detect(Path("/"))  # made for the look, and removed
+    parents = frozenset(path.parent for path in cgroups.dirs())
     cgroups.close()
-    return {path for parent in parents for path in parent.glob("hive-*")}
+    return parents
+
+
+def _hive_cgroups() -> set[Path]:
+    """Every Hive's own cgroup on this machine (``hive-*``)."""
+    return {path for parent in _cgroup_parents() for path in parent.glob("hive-*")}
 
 
 def _describe(cgroups: set[Path]) -> list[str]:
@@ -130,24 +143,8 @@ class Hives:
         # Whoever closed the hive: a test that closes its own and then fails leaves its
         # processes to us.
         kill_leftovers(hive.config.sessions_dir for hive in self.opened)
-        for hive in self.opened:
-            clear_cgroups(hive)
-
-
-def clear_cgroups(hive: Hive) -> None:
-    """Kill what is left in the run cgroups of a closed ``hive`` and remove them all
-    (a test that left agents running on purpose, or failed)."""
-    clear_hive_cgroups(hive._core.cgroups)
-
-
-def clear_hive_cgroups(cgroups: Cgroups) -> None:
-    """Kill what is left in a Hive's run cgroups, and remove them and its own."""
-    for name in cgroups.runs():
-        run = cgroups.existing(name)
-        run.kill()
-        eventually(lambda run=run: not run.populated())  # type: ignore[misc]
-        run.remove()
-    cgroups.close()
+        for hive in self.opened:  # one that left agents running on purpose, or failed
+            clear_hive_cgroups(hive._core.cgroups)
 
 
 def kill_leftovers(sessions_dirs: Iterable[Path]) -> None:
@@ -450,7 +447,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatedClust
                     kill_leftovers(simulated.sessions_dirs())
     finally:  # the hosts are gone: what their Hives left in cgroups goes too
         for root in hosts:
-            clear_hive_cgroups(detect(root))
+            clear_cgroups(root)
         _SHARED_CGROUPS.difference_update(shared)
 
 

@@ -431,3 +431,21 @@ def test_a_daemon_without_cgroups_refuses_a_limit_with_why(daemon: Daemon) -> No
     assert "the memory limit needs the cgroup memory controller" in refused.stderr
     with daemon.http() as http:
         assert http.get("/health").json()["cgroup_mode"] == "none"
+
+
+def test_a_machine_without_cgroups_is_said_once_with_why(
+    hives: Hives, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def nothing_mounted(root: Path) -> Cgroups:
+        return detect(root, mountinfo="", own="0::/\n")
+
+    monkeypatch.setattr(_core, "detect", nothing_mounted)
+    monkeypatch.setattr(_core, "_warned_no_cgroups", False)
+    first = hives.open(root=hives.root / "first")
+    second = hives.open(root=hives.root / "second")
+    assert first.stats().cgroup_mode == second.stats().cgroup_mode == "none"
+    said = [record for record in caplog.records if "no usable cgroups" in record.getMessage()]
+    assert len(said) == 1
+    assert "no cgroup hierarchy is mounted" in said[0].getMessage()
+    hives.open(root=hives.root / "third", cgroups="off")  # asked for: not warned about
+    assert len([r for r in caplog.records if "no usable cgroups" in r.getMessage()]) == 1

@@ -14,8 +14,15 @@ from typing import Any
 import ray
 
 from hive_actors.cluster._coordinator import host_actor_name
+from hive_actors.testing import clear_cgroups
 
-from .conftest import CLUSTER_SETTINGS, Recorder, SimulatedCluster, eventually, process_alive
+from .conftest import (
+    CLUSTER_SETTINGS,
+    Recorder,
+    SimulatedCluster,
+    eventually,
+    process_alive,
+)
 
 FOREVER = ["--sleep", "inf"]
 
@@ -140,6 +147,8 @@ def test_a_node_that_joins_gets_a_host(cluster: SimulatedCluster) -> None:
         finally:
             cluster.nodes.remove("c")
         wait_for_host(recorder, "host.down", "c")
+    # Gone with its node, its Hive never closed: what it left in cgroups goes too.
+    clear_cgroups(cluster.host_root / "c")
 
 
 def test_a_create_sent_twice_makes_one_session(cluster: SimulatedCluster) -> None:

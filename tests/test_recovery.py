@@ -23,7 +23,8 @@ from hive_actors.testing import FakeClock, ReadySignal, session_processes
 
 from .conftest import Daemon, Hives, eventually, kill_leftovers, process_alive
 
-pytestmark = pytest.mark.usefixtures("containment")
+containment = pytest.mark.usefixtures("containment")
+"""Run in both modes: with a cgroup per run, and with process groups and markers only."""
 
 
 def _run_script(body: str, root: Path) -> list[str]:
@@ -79,6 +80,7 @@ def _status_file(hive: Hive, session_id: str) -> Path:
     return Path(info.working_dir, ".hive", f"run-{info.runs}.exit")
 
 
+@containment
 def test_a_live_agent_is_re_adopted_and_its_end_recorded(hives: Hives, tmp_path: Path) -> None:
     root = tmp_path / "root"
     (session_id,) = _crash_after(root, "running --sleep inf")
@@ -95,6 +97,7 @@ def test_a_live_agent_is_re_adopted_and_its_end_recorded(hives: Hives, tmp_path:
         signal_each(session_processes(session_id), signal.SIGKILL)
 
 
+@containment
 def test_runs_that_ended_while_no_hive_watched_get_their_exit_codes(
     hives: Hives, tmp_path: Path
 ) -> None:
@@ -109,6 +112,7 @@ def test_runs_that_ended_while_no_hive_watched_get_their_exit_codes(
     assert [e.to for e in recovered if e.type == "session.status"] == ["failed"]
 
 
+@containment
 def test_what_a_run_that_ended_while_no_hive_watched_left_is_killed(
     hives: Hives, tmp_path: Path
 ) -> None:
@@ -129,6 +133,7 @@ def test_what_a_run_that_ended_while_no_hive_watched_left_is_killed(
     eventually(lambda: session_processes(in_group) == session_processes(escaped) == [])
 
 
+@containment
 def test_a_vanished_agent_without_an_exit_status_is_lost(hives: Hives, tmp_path: Path) -> None:
     root = tmp_path / "root"
     (session_id,) = _crash_after(root, "vanishing --sleep inf")
@@ -184,6 +189,7 @@ def _lost_detail(cause: str, killed: list[int]) -> str:
     return f"{cause}; killed the {len(killed)} processes of the run still running (pids {pids})"
 
 
+@containment
 def test_a_live_agent_whose_shim_was_killed_while_no_hive_ran_is_killed_and_recorded(
     hives: Hives, tmp_path: Path, ready: Callable[[], ReadySignal]
 ) -> None:
@@ -204,6 +210,7 @@ def test_a_live_agent_whose_shim_was_killed_while_no_hive_ran_is_killed_and_reco
         signal_each([agent, grandchild], signal.SIGKILL)
 
 
+@containment
 def test_a_re_adopted_agent_whose_shim_is_killed_is_killed_and_recorded(
     hives: Hives, tmp_path: Path, ready: Callable[[], ReadySignal], clock: FakeClock
 ) -> None:
@@ -222,6 +229,7 @@ def test_a_re_adopted_agent_whose_shim_is_killed_is_killed_and_recorded(
         signal_each([agent, grandchild], signal.SIGKILL)
 
 
+@containment
 def test_a_shim_killed_after_recovery_found_it_alive_leaves_nothing_running(
     hives: Hives,
     tmp_path: Path,
@@ -253,6 +261,7 @@ def test_a_shim_killed_after_recovery_found_it_alive_leaves_nothing_running(
         signal_each([agent, grandchild], signal.SIGKILL)
 
 
+@containment
 def test_a_run_that_ends_while_recovery_looks_at_it_gets_its_exit_code(
     hives: Hives, tmp_path: Path, ready: Callable[[], ReadySignal], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -279,9 +288,11 @@ def test_a_run_that_ends_while_recovery_looks_at_it_gets_its_exit_code(
         signal_each([shim, agent, grandchild], signal.SIGKILL)
 
 
+@containment
 def test_a_recycled_pid_is_not_mistaken_for_the_agent(hives: Hives, tmp_path: Path) -> None:
     root = tmp_path / "root"
     (session_id,) = _crash_after(root, "vanishing --sleep inf")
+    eventually(lambda: len(session_processes(session_id)) == 2)  # the agent has exec'd
     signal_each(session_processes(session_id), signal.SIGKILL)
     eventually(lambda: session_processes(session_id) == [])
     # Point the record at a live process with another start time: this test's own pid.
@@ -296,6 +307,7 @@ def test_a_recycled_pid_is_not_mistaken_for_the_agent(hives: Hives, tmp_path: Pa
     assert hive.get_session_info(session_id).reason == "lost"
 
 
+@containment
 def test_leave_running_lets_the_next_hive_finish_the_job(hives: Hives, ready) -> None:
     first = hives.open(shutdown="leave")
     signal_ = ready()

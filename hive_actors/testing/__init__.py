@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pykka import ThreadingFuture
 
-from hive_actors import _process
+from hive_actors import _cgroups, _process
 from hive_actors._hive import Hive
 from hive_actors._supervision import InjectCrash
 from hive_actors._supervisor import CrashChild
@@ -32,12 +32,32 @@ from hive_actors._supervisor import CrashChild
 __all__ = [
     "FakeClock",
     "ReadySignal",
+    "clear_cgroups",
     "fake_agent_command",
     "inject_crash",
     "session_processes",
     "wait_maintenance",
     "wait_watchdog",
 ]
+
+
+def clear_cgroups(root: str | Path) -> None:
+    """Kill what is left in the run cgroups of the Hive of ``root`` and remove them, and
+    the Hive's own: after a Hive that died without closing (a cluster host whose node was
+    shut down), or one that left its agents running on purpose."""
+    clear_hive_cgroups(_cgroups.detect(Path(root)))
+
+
+def clear_hive_cgroups(cgroups: _cgroups.Cgroups, timeout: float = 10.0) -> None:
+    """``clear_cgroups`` for a Hive's cgroups as it found them."""
+    deadline = time.monotonic() + timeout
+    for name in cgroups.runs():
+        run = cgroups.existing(name)
+        run.kill()
+        while run.populated() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        run.remove()
+    cgroups.close()
 
 
 class FakeClock:

@@ -99,6 +99,8 @@ class RunCgroup:
     """Where its limits and counters are (the membership dir itself under ``v2``)."""
     cpuacct: Path | None = None
     """v1's CPU time, where the membership is not a unified cgroup."""
+    memory_limited: bool = False
+    """It has a memory limit (its kills are worth counting)."""
 
     def is_v2(self, path: Path | None) -> bool:
         """``path`` is this run's unified cgroup (v2 files), not a v1 one."""
@@ -216,7 +218,7 @@ class RunCgroup:
 
     def memory_kills(self) -> int:
         """How many of its processes the kernel killed for its memory limit."""
-        if self.memory is None:
+        if self.memory is None or not self.memory_limited:
             return 0
         if self.is_v2(self.memory):
             return _keyed(self.memory / "memory.events").get("oom_kill", 0)
@@ -285,6 +287,7 @@ class Cgroups:
             pids=None if pids is None else pids / name,
             cpu=None if cpu is None else cpu / name,
             cpuacct=None if self.cpuacct is None else self.cpuacct / name,
+            memory_limited=limits is not None and limits.memory is not None,
         )
 
     def existing(self, name: str) -> RunCgroup:
@@ -298,6 +301,7 @@ class Cgroups:
             pids=_if_dir(cgroup.pids),
             cpu=_if_dir(cgroup.cpu),
             cpuacct=_if_dir(cgroup.cpuacct),
+            memory_limited=cgroup.memory is not None,
         )
 
     def create(self, name: str, limits: Limits) -> RunCgroup:

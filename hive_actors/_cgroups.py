@@ -27,6 +27,7 @@ import errno
 import hashlib
 import os
 import posixpath
+import re
 import signal
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -40,6 +41,9 @@ from hive_actors._models import Limits, Usage
 log = structlog.get_logger(__name__)
 
 MODES = ("v2", "hybrid", "v1", "none")
+_RUN_NAME = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\.(\d+|setup)$")
+"""A run's cgroup (``<uuid>.<run>``, ``<uuid>.setup``): nothing else under the Hive's
+is one of its runs."""
 CPU_PERIOD = 100_000
 """The quota period of a ``cpus`` limit, in microseconds (the kernel's default)."""
 _CONTROLLER = {"memory": "memory", "pids": "pids", "cpus": "cpu"}
@@ -48,9 +52,13 @@ _V1_NEEDED = ("memory", "pids", "cpu", "cpuacct", "freezer")
 
 
 def _read(path: Path) -> str:
+    """The whole file: a kernel list (``cgroup.procs``, mountinfo) comes a page a read."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return os.read(fd, 65536).decode()
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
     finally:
         os.close(fd)
 
@@ -162,7 +170,7 @@ class RunCgroup:
                     time.sleep(0.001)
                 pids = self.members()
                 for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.kill(pid, signal.SIGKILL)
                 signalled.update(pids)
             except FileNotFoundError:
@@ -179,9 +187,14 @@ class RunCgroup:
         return _read(state).strip() == frozen
 
     def remove(self) -> bool:
-        """Delete its directories; False if one still has a member (left for later)."""
+        """Delete its directories, and any cgroups made in them (an agent may make its
+        own); False if one still has a member (left for later)."""
         removed = True
         for path in reversed(self.dirs):
+            for below, subdirs, _files in os.walk(path, topdown=False):
+                for name in subdirs:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(os.path.join(below, name))
             try:
                 path.rmdir()
             except FileNotFoundError:
@@ -307,10 +320,10 @@ class Cgroups:
     def create(self, name: str, limits: Limits) -> RunCgroup:
         """Make the run cgroup ``name`` with ``limits`` set (OSError if it cannot be)."""
         cgroup = self.open(name, limits)
-        for path in cgroup.dirs:
-            with contextlib.suppress(FileExistsError):
-                path.mkdir()
         try:
+            for path in cgroup.dirs:
+                with contextlib.suppress(FileExistsError):
+                    path.mkdir()
             _set_limits(cgroup, limits)
         except OSError:
             cgroup.remove()
@@ -322,7 +335,11 @@ class Cgroups:
         found: set[str] = set()
         for parent in self.dirs():
             with contextlib.suppress(OSError):
-                found.update(entry.name for entry in os.scandir(parent) if entry.is_dir())
+                found.update(
+                    entry.name
+                    for entry in os.scandir(parent)
+                    if entry.is_dir() and _RUN_NAME.match(entry.name)
+                )
         return sorted(found)
 
     def close(self) -> None:
@@ -408,8 +425,9 @@ def run_name(session_id: str, run: int, setup: bool = False) -> str:
 
 
 def hive_dir_name(root: Path) -> str:
-    """The name of a Hive's own cgroups: one per root, so two Hives never share one."""
-    return "hive-" + hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    """The name of a Hive's own cgroups: one per root (its real path, however it is
+    spelled), so two Hives never share one; one Hive lock guards both."""
+    return "hive-" + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
 
 
 def detect(root: Path, mountinfo: str | None = None, own: str | None = None) -> Cgroups:
@@ -520,6 +538,8 @@ def _in_unified(unified: _Hierarchy, maker: _Maker) -> tuple[Path | None, set[st
     if len(limits) == len(_CONTROLLER) or not busy or unified.own.strip("/") == "":
         return membership, limits
     beside = _Hierarchy(unified.mount, posixpath.dirname(unified.own.rstrip("/")))
+    if beside.own not in ("", "/") and not _delegated(beside.parent):
+        return membership, limits  # not ours to write in, however writable
     why = dict(maker.why)
     other = maker.make(beside, "v2 beside")
     if other is None:
@@ -538,6 +558,16 @@ def _in_unified(unified: _Hierarchy, maker: _Maker) -> tuple[Path | None, set[st
     with contextlib.suppress(OSError):
         membership.rmdir()
     return other, other_limits
+
+
+def _delegated(path: Path) -> bool:
+    """``path`` was handed to us to manage: systemd marks a cgroup it delegates with the
+    ``trusted.delegate`` (or, for a user's manager, ``user.delegate``) attribute."""
+    for name in ("trusted.delegate", "user.delegate"):
+        with contextlib.suppress(OSError):
+            if os.getxattr(path, name) == b"1":
+                return True
+    return False
 
 
 def _enable(parent: Path, hive: Path, controller: str, why: dict[str, str]) -> bool:

@@ -72,9 +72,9 @@ class HiveCore:
             self.table = SessionTable()
             self.pool = ActorPool(ACTOR_THREADS)
             self.timers = Timers(clock)
-            # With a cgroup per run, its membership finds every process of the run: no
-            # sweep of /proc for what a run left outside its process group.
-            self.reaper = Reaper(None if self.cgroups.enabled else Sweeper(self.timers))
+            # A run with a cgroup has every process of it found by membership; the sweep
+            # of /proc is for runs without (no cgroups, or one an older version started).
+            self.reaper = Reaper(Sweeper(self.timers))
             self.metrics = Metrics(
                 self.table.all, lambda: self.bus.subscriber_count, self.reaper.live_count
             )

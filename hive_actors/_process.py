@@ -320,11 +320,12 @@ class AgentProcess:
         if grace <= 0:
             self.kill_tree()
         elif self.cgroup is not None:
-            # Every member hears the stop signal, the ones outside the group too; the
-            # SIGKILL, from the timer thread, is the cgroup's own: none can dodge it.
+            # Every member hears the stop signal, the ones outside the group too (once:
+            # the group's have had theirs); the SIGKILL, from the timer thread, is the
+            # cgroup's own: none can dodge it.
             if self.signal_group(signal.SIGTERM):
-                signal_each(self.cgroup.members(), signal.SIGTERM)
                 timers.call_later(grace, self.kill_tree)
+                signal_each(self._outside_group(self.cgroup.members()), signal.SIGTERM)
         elif self.signal_group(signal.SIGTERM):
             signalled = time.monotonic()
             timers.call_later(0, lambda: self._signal_escapees(signal.SIGTERM, signalled))
@@ -396,6 +397,14 @@ class AgentProcess:
         (terminated with it, or left for the next hive to finish the stop)."""
         if self._reaped:
             self._kill_escapees()
+
+    def _outside_group(self, pids: list[int]) -> list[int]:
+        outside = []
+        for pid in pids:
+            with contextlib.suppress(OSError):  # gone meanwhile: nothing to signal
+                if os.getpgid(pid) != self.pid:
+                    outside.append(pid)
+        return outside
 
     def _children(self) -> list[int]:
         try:
@@ -549,9 +558,10 @@ def run_processes(session_id: str, pgid: int | None, since: float) -> tuple[list
 
 
 def signal_each(pids: list[int], signum: int) -> None:
-    """Send ``signum`` to each of ``pids``; one that is gone meanwhile is skipped."""
+    """Send ``signum`` to each of ``pids``; one that is gone meanwhile, or that we may not
+    signal (an agent's ``sudo``), is skipped."""
     for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signum)
 
 

@@ -164,7 +164,7 @@ class Reaper:
         now = time.monotonic()
         left = []
         for entry in self._draining:
-            if entry.deadline <= now or not entry.populated():
+            if entry.deadline <= now or not _still_populated(entry):
                 try:
                     self._finish(entry, entry.deadline)
                 except Exception:
@@ -184,9 +184,7 @@ class Reaper:
         with self._lock:
             if self._by_session.get(process.session_id) is process:
                 del self._by_session[process.session_id]
-        if process.cgroup_populated():  # what the run left, its own group's included
-            assert process.cgroup is not None
-            process.cgroup.kill()
+        if _left_something(process):
             self._drain(process, on_exit, exit_code)
         else:
             self._finish(_Draining(process, on_exit, exit_code, 0.0, None), 0.0)
@@ -242,9 +240,29 @@ class Reaper:
 
     def _reap(self, process: AgentProcess) -> int | None:
         exit_code = process.reap()
-        if self._sweeper is not None and not process.stop_asked:
+        if self._sweeper is not None and process.cgroup is None and not process.stop_asked:
             self._sweeper.run_ended(process)
         return exit_code
+
+
+def _left_something(process: AgentProcess) -> bool:
+    """Kill what a run that is over left in its cgroup; True if there was anything."""
+    try:
+        if not process.cgroup_populated():
+            return False
+        assert process.cgroup is not None
+        process.cgroup.kill()
+    except OSError as exc:  # the report must go out whatever the cgroup says
+        log.error("cannot empty a run's cgroup", session_id=process.session_id, error=str(exc))
+        return False
+    return True
+
+
+def _still_populated(entry: _Draining) -> bool:
+    try:
+        return entry.populated()
+    except OSError:  # its cgroup is gone: nothing is left in it
+        return False
 
 
 def _settle(process: AgentProcess, deadline: float) -> bool:
@@ -252,9 +270,11 @@ def _settle(process: AgentProcess, deadline: float) -> bool:
     it to empty; then keep its counters and remove it. False if it could not be removed.
 
     A run known to be empty passes a ``deadline`` already over: no look, no wait."""
-    if time.monotonic() < deadline and process.cgroup_populated():
-        assert process.cgroup is not None
-        process.cgroup.kill()
-        while time.monotonic() < deadline and process.cgroup_populated():
-            time.sleep(V1_DRAIN_POLL)
-    return process.settle_cgroup()
+    try:
+        if time.monotonic() < deadline and _left_something(process):
+            while time.monotonic() < deadline and process.cgroup_populated():
+                time.sleep(V1_DRAIN_POLL)
+        return process.settle_cgroup()
+    except OSError as exc:
+        log.error("cannot settle a run's cgroup", session_id=process.session_id, error=str(exc))
+        return False

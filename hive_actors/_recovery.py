@@ -100,6 +100,18 @@ def recover(core: HiveCore, start_child: StartChild) -> None:
         elif info.session_id in alive:
             log.info("re-adopting agent", session_id=info.session_id, pid=info.pid)
             start_child(info, True)
+        elif info.status is Status.STOPPING and core.cgroups.enabled:
+            # The stop's SIGKILL takes the shim too, with a cgroup: no status is its mark.
+            cause = "its stop was under way when its Hive ended, and no exit status was left"
+            core.commit(
+                info,
+                stop_outcome(info.reason),
+                reason=info.reason or "requested",
+                detail=describe_lost(cause, leftovers),
+                exit_code=None,
+                pid=None,
+                recovered=True,
+            )
         else:
             detail = _describe_lost(info, leftovers)
             log.warning("session lost", session_id=info.session_id, detail=detail)
@@ -119,26 +131,38 @@ def _kill_leftovers(
 ) -> dict[str, list[int]]:
     """Kill every process of a run that is not re-adopted; their pids by session.
 
-    With cgroups, those are the members of every run cgroup but the re-adopted runs'
-    (of sessions settling or settled: a crash may come anywhere), and every such cgroup
-    is removed once empty. Without, they are found by a pass over /proc."""
+    With cgroups, those are the members of every run cgroup of a known session but the
+    re-adopted runs' (of sessions settling or settled: a crash may come anywhere), and
+    every such cgroup is removed once empty. Without cgroups, and for a run started
+    without one (by a Hive with cgroups off), they are found by a pass over /proc."""
     cgroups = core.cgroups
+    existing = set(cgroups.runs()) if cgroups.enabled else set()
+    over = {
+        info.session_id: info.pid
+        for info in settling
+        if info.session_id not in alive
+        and run_name(info.session_id, info.runs, info.setting_up) not in existing
+    }
+    found = orphan_processes(over) if over else {}
+    for pids in found.values():
+        signal_each(pids, signal.SIGKILL)
     if not cgroups.enabled:
-        over = {info.session_id: info.pid for info in settling if info.session_id not in alive}
-        strays = orphan_processes(over) if over else {}
-        for pids in strays.values():
-            signal_each(pids, signal.SIGKILL)
-        return strays
+        return found
     keep = {
         run_name(info.session_id, info.runs, info.setting_up)
         for info in settling
         if info.session_id in alive
     }
-    found: dict[str, list[int]] = {}
-    doomed = [cgroups.existing(name) for name in cgroups.runs() if name not in keep]
+    doomed = []
+    for name in existing - keep:
+        session_id = name.rsplit(".", 1)[0]
+        if core.table.get(session_id) is None:  # not this root's: not ours to kill
+            log.warning("a run cgroup of no known session left alone", cgroup=name)
+            continue
+        doomed.append(cgroups.existing(name))
     for cgroup in doomed:
         members = cgroup.members()
-        if members:
+        if cgroup.populated():
             cgroup.kill()
             found.setdefault(cgroup.name.rsplit(".", 1)[0], []).extend(members)
     deadline = time.monotonic() + DRAIN_LIMIT

@@ -200,6 +200,8 @@ class ProcessRunner(Child):
         cgroup = None
         if self._cgroups.enabled:
             cgroup = self._cgroups.existing(run_name(self._session_id, message.run, message.setup))
+            if not cgroup.membership.is_dir():  # started without one (cgroups were off)
+                cgroup = None
         process = AgentProcess.adopt(
             self._session_id, message.run, message.pid, message.start_time, status, cgroup
         )

@@ -477,6 +477,7 @@ class SessionSupervisor(Child):
                 pid=pid,
                 pid_start=start_time,
                 runs=self._run,
+                usage=None,  # this run's is read afresh; the last run's was announced
             )
             self._core.watchdog.watch(self._info, self._run)
         else:  # stopping already: the run still counts, and its pid is what is stopped

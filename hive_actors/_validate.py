@@ -268,6 +268,8 @@ def ports(value: object, default: int) -> int:
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 MIN_MEMORY = 1024**2
+MAX_MEMORY = 1024**5
+"""A PiB (1024T): far past any machine, and below where the kernel's counters wrap."""
 """Below a MiB not even the shim could run."""
 MAX_PIDS = 4_194_304
 """The kernel's own ceiling on pids (``pid_max``)."""
@@ -284,10 +286,10 @@ def memory(value: object, name: str = "memory") -> int | None:
         size = value
     elif isinstance(value, str) and (match := _SIZE.match(value)):
         size = float(match[1]) * _UNITS[match[2].upper()]
-    if size is None or size < MIN_MEMORY:
+    if size is None or not MIN_MEMORY <= size <= MAX_MEMORY:
         raise InvalidLimits(
             f"{name} must be bytes or a number with a binary suffix K, M, G or T "
-            f"(such as 536870912, 512M or 2G; 1K = 1024), at least 1M, not {value!r}"
+            f"(such as 536870912, 512M or 2G; 1K = 1024), from 1M to 1024T, not {value!r}"
         )
     return int(size)
 

@@ -331,7 +331,8 @@ def test_usage_is_fresh_while_a_run_lasts_and_kept_once_it_ended(
     ("limits", "says"),
     [
         ({"memory": "2X"}, "memory must be bytes or a number with a binary suffix"),
-        ({"memory": 1000}, "at least 1M"),
+        ({"memory": 1000}, "from 1M to 1024T"),
+        ({"memory": "2000T"}, "from 1M to 1024T"),
         ({"pids": 0}, "pids must be a whole number from 1"),
         ({"pids": 2.5}, "pids must be a whole number"),
         ({"cpus": 0}, "cpus must be a number of cores from 0.01"),
@@ -449,3 +450,103 @@ def test_a_machine_without_cgroups_is_said_once_with_why(
     assert "no cgroup hierarchy is mounted" in said[0].getMessage()
     hives.open(root=hives.root / "third", cgroups="off")  # asked for: not warned about
     assert len([r for r in caplog.records if "no usable cgroups" in r.getMessage()]) == 1
+
+
+# -- what the review of the first version found ------------------------------------------------
+
+
+def test_a_kernel_list_is_read_whole(tmp_path: Path) -> None:
+    """cgroupfs and /proc hand a list over a page a read: one read would cut it short."""
+    with open("/proc/self/smaps", encoding="utf-8") as smaps:
+        assert len(smaps.read()) > 8192
+    assert len(_cgroups._read(Path("/proc/self/smaps"))) > 8192
+
+
+def test_one_root_spelled_two_ways_has_one_cgroup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "root").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "root")
+    monkeypatch.chdir(tmp_path)
+    names = {
+        _cgroups.hive_dir_name(path)
+        for path in (tmp_path / "root", Path("root"), Path("./root/"), tmp_path / "link")
+    }
+    assert len(names) == 1
+
+
+def test_a_run_cgroup_of_no_known_session_is_left_alone(hives: Hives, tmp_path: Path) -> None:
+    """Not this root's (or not any Hive's): recovery neither kills in it nor removes it."""
+    root = tmp_path / "root"
+    hive = hives.open(root=root)
+    stranger = hive._core.cgroups.open("0a1b2c3d-0000-4000-8000-00000000abcd.1").membership
+    hive.close()
+    stranger.parent.mkdir(exist_ok=True)
+    stranger.mkdir()
+    try:
+        second = hives.open(root=root)
+        assert stranger.is_dir()
+        assert run_dirs(second) == [stranger.name]
+    finally:
+        stranger.rmdir()
+
+
+def test_a_run_started_without_cgroups_is_still_contained_when_they_come(
+    hives: Hives, tmp_path: Path, signal_: ReadySignal, escapees: list[int]
+) -> None:
+    """Left running by a Hive with cgroups off (or an older version), then re-adopted by
+    one with them: its escapee is found the old way, by its marker, when it is stopped."""
+    root = tmp_path / "root"
+    first = hives.open(root=root, cgroups="off", shutdown="leave")
+    args = ["--sleep", "inf", "--setsid-grandchild", "--stubborn-grandchild"]
+    session_id = first.create_session("older", args=[*args, "--ready", str(signal_.path)])
+    first.start_session(session_id)
+    escapees.append(signal_.wait()["grandchild"])
+    first.close()
+    second = hives.open(root=root, grace_period=0.2)
+    assert second.stats().cgroup_mode in ("v2", "hybrid")
+    assert second.status(session_id) == "running"
+    assert run_dirs(second) == []
+    second.terminate_session(session_id)
+    assert second.wait(session_id, timeout=10) == "terminated"
+    eventually(lambda: not process_alive(escapees[0]))
+
+
+NESTS = """
+cgroup=$(sed -n 's/^0:://p' /proc/self/cgroup)
+mkdir "/sys/fs/cgroup/unified$cgroup/inner"
+echo $$ > "/sys/fs/cgroup/unified$cgroup/inner/cgroup.procs"
+exec sleep 3600
+"""
+
+
+@pytest.mark.parametrize("mode", ["found"], indirect=True)
+def test_cgroups_an_agent_makes_in_its_own_go_with_its_run(hive: Hive) -> None:
+    session_id = hive.create_session("nests", command=["sh", "-c", NESTS])
+    hive.start_session(session_id)
+    eventually(lambda: hive.get_session_info(session_id).usage.processes == 1)  # type: ignore[union-attr]
+    hive.terminate_session(session_id, grace=0)
+    assert hive.wait(session_id, timeout=10) == "terminated"
+    assert run_dirs(hive) == []
+
+
+def test_a_stop_cut_short_by_a_crash_ends_as_the_stop_would_have(
+    hives: Hives, tmp_path: Path, signal_: ReadySignal
+) -> None:
+    """The stop's SIGKILL takes the shim too, so no status is left: with the session
+    stopping when its Hive died, the next one ends it as the stop, not as lost."""
+    root = tmp_path / "root"
+    first = hives.open(root=root, shutdown="leave", grace_period=3600)
+    args = ["--sleep", "inf", "--ignore-term", "--ready", str(signal_.path)]
+    session_id = first.create_session("stubborn", args=args)
+    first.start_session(session_id)
+    signal_.wait()  # it ignores SIGTERM from now on
+    assert first.terminate_session(session_id) == "stopping"
+    cgroup = first._core.cgroups.existing(f"{session_id}.1")
+    first.close()  # the Hive is gone mid-stop; its SIGKILL then comes from elsewhere
+    cgroup.kill()
+    eventually(lambda: not cgroup.populated())
+    second = hives.open(root=root)
+    info = second.get_session_info(session_id)
+    assert (info.status, info.reason) == ("terminated", "requested")
+    assert "its stop was under way when its Hive ended" in (info.detail or "")

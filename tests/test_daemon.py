@@ -154,7 +154,7 @@ def test_wait_and_run_exit_codes(daemon: Daemon) -> None:
     assert daemon.cli("terminate", sleeper, "--grace", "0").stdout in ("stopping\n", "terminated\n")
     assert daemon.cli("wait", sleeper).stdout == "terminated\n"
 
-    agent = [*json.loads(daemon.env["HIVE_COMMAND"])[:3], "--exit", "3", "run task"]
+    agent = [*json.loads(daemon.env["HIVE_COMMAND"])[:2], "--exit", "3", "run task"]
     ran = daemon.cli("run", "run task", "--priority", "high", "--meta", '{"a": 1}', "--", *agent)
     assert ran.returncode == 3, ran.stderr
     assert "starting task 'run task'" in ran.stdout  # the agent's log, streamed

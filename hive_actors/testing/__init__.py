@@ -94,9 +94,14 @@ class FakeClock:
             listener()
 
 
+FAKE_AGENT = str(Path(__file__).with_name("fake_agent.py"))
+"""The fake agent's script, run by path: ``-m`` would import this package (and with it
+the whole of hive_actors) first, ~0.6 s at every start instead of ~0.05 s."""
+
+
 def fake_agent_command(*options: str) -> list[str]:
     """The fake agent as a command template: ``{task}`` first, then fixed ``options``."""
-    return [sys.executable, "-m", "hive_actors.testing.fake_agent", "{task}", *options]
+    return [sys.executable, FAKE_AGENT, "{task}", *options]
 
 
 class ReadySignal:

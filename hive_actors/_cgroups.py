@@ -164,7 +164,8 @@ class RunCgroup:
         for _ in range(rounds):
             try:
                 _write(state, frozen)
-                for _wait in range(1000):  # freezing takes until every task stopped
+                for _wait in range(100):  # freezing takes until every task stopped; a
+                    # task stuck on its way out holds it FREEZING: kill after 0.1 s anyway
                     if self._frozen(state, frozen):
                         break
                     time.sleep(0.001)

@@ -285,6 +285,13 @@ class Cgroups:
                     f"the {name} limit needs the cgroup {_CONTROLLER[name]} controller, "
                     f"which this Hive cannot use: {self.missing.get(name, 'no cgroups')}"
                 )
+        if limits.cpus is not None and "cpus" in self.limit_dirs:
+            cap = _v1_cpu_cap(self.limit_dirs["cpus"])
+            if cap is not None and limits.cpus > cap:
+                raise ValueError(
+                    f"the cpus limit of {limits.cpus:g} is more than the {cap:g} cores the "
+                    "Hive's own cgroup may use (a v1 quota may not exceed its parent's)"
+                )
 
     def open(self, name: str, limits: Limits | None = None) -> RunCgroup:
         """The run cgroup ``name`` (its directories need not exist)."""
@@ -356,6 +363,19 @@ class Cgroups:
             if path is not None and path not in seen:
                 seen.add(path)
                 yield path
+
+
+def _v1_cpu_cap(path: Path) -> float | None:
+    """The cores a v1 cpu cgroup's quota, or its nearest ancestor's, allows (None: no
+    quota). The kernel refuses a child a quota above it, where v2 lets it be and caps."""
+    cap = None
+    while (path / "cpu.cfs_quota_us").exists():
+        quota = _number(path / "cpu.cfs_quota_us")
+        period = _number(path / "cpu.cfs_period_us")
+        if quota is not None and period and quota > 0:
+            cap = min(cap, quota / period) if cap is not None else quota / period
+        path = path.parent
+    return cap
 
 
 def _if_dir(path: Path | None) -> Path | None:

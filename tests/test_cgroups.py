@@ -551,3 +551,20 @@ def test_a_stop_cut_short_by_a_crash_ends_as_the_stop_would_have(
     info = second.get_session_info(session_id)
     assert (info.status, info.reason) == ("terminated", "requested")
     assert "its stop was under way when its Hive ended" in (info.detail or "")
+
+
+@pytest.mark.parametrize("mode", ["found"], indirect=True)
+def test_a_cpu_limit_above_what_the_hive_may_use_is_refused_at_create(hive: Hive) -> None:
+    """v1 refuses a child a CPU quota above its parent's: said at create, not at spawn."""
+    cpu = hive._core.cgroups.limit_dirs["cpus"]
+    if not (cpu / "cpu.cfs_quota_us").exists():
+        pytest.skip("the cpu controller is v2's here: a quota above its parent's is allowed")
+    (cpu / "cpu.cfs_quota_us").write_text("50000")  # half a core for the whole Hive
+    try:
+        with pytest.raises(InvalidLimits, match=r"more than the 0\.5 cores the Hive.s own"):
+            hive.create_session("greedy", limits={"cpus": 1})
+        session_id = hive.create_session("modest", command=["true"], limits={"cpus": 0.25})
+        hive.start_session(session_id)
+        assert hive.wait(session_id, timeout=10) == "completed"
+    finally:
+        (cpu / "cpu.cfs_quota_us").write_text("-1")

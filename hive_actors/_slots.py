@@ -40,6 +40,12 @@ class Slots:
         with self._lock:
             self._holders.add(session_id)
 
+    def withdraw(self, session_id: str) -> None:
+        """Leave the queue now (a queued start withdrawn), so that positions read at once
+        are right; the manager's ``release`` that follows finds nothing left to do."""
+        with self._lock:
+            self._waiting = [entry for entry in self._waiting if entry[2] != session_id]
+
     def release(self, session_id: str) -> list[str]:
         """Give back a slot or a queue place; return the sessions that now get a slot."""
         with self._lock:

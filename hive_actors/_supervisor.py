@@ -406,8 +406,14 @@ class SessionSupervisor(Child):
         elif self._info.status in (Status.STARTING, Status.RUNNING):
             self._begin_stop(Status.TERMINATED, "max_lifetime", detail, grace)
         elif self._info.status is not Status.STOPPING:
-            self._acquiring = None
+            self._withdraw_start()
             self._finish(Status.TERMINATED, "max_lifetime", detail)
+
+    def _withdraw_start(self) -> None:
+        """A queued start is withdrawn: its queue place goes before the end is announced
+        (the slot queue moves on; the manager's Release then finds nothing to do)."""
+        self._acquiring = None
+        self._core.slots.withdraw(self._id)
 
     def _restart_agent(
         self, code: int | None, ended: str, forced: bool = False, at_least: float = 0.0
@@ -458,7 +464,7 @@ class SessionSupervisor(Child):
             self._signal_stop(grace, request.reply)
         else:
             if status not in TERMINAL:
-                self._acquiring = None  # a queued start is withdrawn; the slot goes on
+                self._withdraw_start()
                 self._finish(request.outcome, request.reason, None)
             request.reply.set(str(self._info.status))
 

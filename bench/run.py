@@ -1446,9 +1446,7 @@ def _cgroups_round(variant: str, sessions: int) -> tuple[float, float, str]:
         )
         try:
             mode = hive.stats().cgroup_mode
-            found = hive._core.cgroups
-            own = [found.membership, *found.limit_dirs.values(), found.cpuacct]
-            dirs = [path for path in own if path is not None]
+            dirs = list(hive._core.cgroups.dirs())
             if (mode == "none") != (not dirs):
                 raise RuntimeError(f"cgroup mode {mode!r} with the Hive's cgroups {dirs}")
             ended = threading.Semaphore(0)

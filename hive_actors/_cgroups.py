@@ -31,12 +31,14 @@ import re
 import signal
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
 
 from hive_actors._models import Limits, Usage
+from hive_actors._process import read_small
+from hive_actors.errors import InvalidLimits
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +46,8 @@ MODES = ("v2", "hybrid", "v1", "none")
 _RUN_NAME = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}\.(\d+|setup)$")
 """A run's cgroup (``<uuid>.<run>``, ``<uuid>.setup``): nothing else under the Hive's
 is one of its runs."""
+EMPTY_POLL = 0.01
+"""How often a cgroup being waited on to empty is looked at (v1 tells no one)."""
 CPU_PERIOD = 100_000
 """The quota period of a ``cpus`` limit, in microseconds (the kernel's default)."""
 _CONTROLLER = {"memory": "memory", "pids": "pids", "cpus": "cpu"}
@@ -53,14 +57,7 @@ _V1_NEEDED = ("memory", "pids", "cpu", "cpuacct", "freezer")
 
 def _read(path: Path) -> str:
     """The whole file: a kernel list (``cgroup.procs``, mountinfo) comes a page a read."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks).decode()
-    finally:
-        os.close(fd)
+    return read_small(path).decode()
 
 
 def _write(path: Path, text: str) -> None:
@@ -144,6 +141,15 @@ class RunCgroup:
         if self.unified:
             return _keyed(self.membership / "cgroup.events").get("populated", 0) == 1
         return bool(self.members())
+
+    def wait_empty(self, deadline: float) -> bool:
+        """Wait until no process is left in it, or ``deadline`` (monotonic) passes;
+        True if it is empty."""
+        while self.populated():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(EMPTY_POLL)
+        return True
 
     def kill(self) -> None:
         """SIGKILL every member, the ones it forks meanwhile included; returns once the
@@ -273,22 +279,27 @@ class Cgroups:
     missing: dict[str, str] = field(default_factory=dict)
     """Why each limit it cannot set is missing."""
 
+    @classmethod
+    def unavailable(cls, why: str) -> Cgroups:
+        """No cgroups (mode ``none``), each limit missing for ``why``."""
+        return cls("none", missing=dict.fromkeys(_CONTROLLER, why))
+
     @property
     def enabled(self) -> bool:
         return self.membership is not None
 
     def check(self, limits: Limits) -> None:
-        """ValueError naming what is missing for the first limit that cannot be set."""
+        """InvalidLimits naming what is missing for the first limit that cannot be set."""
         for name in limits.given():
             if name not in self.limit_dirs:
-                raise ValueError(
+                raise InvalidLimits(
                     f"the {name} limit needs the cgroup {_CONTROLLER[name]} controller, "
                     f"which this Hive cannot use: {self.missing.get(name, 'no cgroups')}"
                 )
         if limits.cpus is not None and "cpus" in self.limit_dirs:
             cap = _v1_cpu_cap(self.limit_dirs["cpus"])
             if cap is not None and limits.cpus > cap:
-                raise ValueError(
+                raise InvalidLimits(
                     f"the cpus limit of {limits.cpus:g} is more than the {cap:g} cores the "
                     "Hive's own cgroup may use (a v1 quota may not exceed its parent's)"
                 )
@@ -313,16 +324,15 @@ class Cgroups:
 
     def existing(self, name: str) -> RunCgroup:
         """The run cgroup ``name`` as an earlier Hive made it: every directory that exists."""
-        cgroup = self.open(name, Limits(pids=1, cpus=1.0))
-        return RunCgroup(
-            name=name,
-            membership=cgroup.membership,
-            unified=cgroup.unified,
-            memory=_if_dir(cgroup.memory),
-            pids=_if_dir(cgroup.pids),
-            cpu=_if_dir(cgroup.cpu),
-            cpuacct=_if_dir(cgroup.cpuacct),
-            memory_limited=cgroup.memory is not None,
+        every = self.open(name, Limits(pids=1, cpus=1.0))
+        memory = _if_dir(every.memory)
+        return replace(
+            every,
+            memory=memory,
+            pids=_if_dir(every.pids),
+            cpu=_if_dir(every.cpu),
+            cpuacct=_if_dir(every.cpuacct),
+            memory_limited=memory is not None,
         )
 
     def create(self, name: str, limits: Limits) -> RunCgroup:
@@ -445,6 +455,11 @@ def run_name(session_id: str, run: int, setup: bool = False) -> str:
     return f"{session_id}.setup" if setup else f"{session_id}.{run}"
 
 
+def session_of(name: str) -> str:
+    """The session a run cgroup named ``name`` belongs to (``run_name`` undone)."""
+    return name.rsplit(".", 1)[0]
+
+
 def hive_dir_name(root: Path) -> str:
     """The name of a Hive's own cgroups: one per root (its real path, however it is
     spelled), so two Hives never share one; one Hive lock guards both."""
@@ -460,7 +475,7 @@ def detect(root: Path, mountinfo: str | None = None, own: str | None = None) -> 
         mountinfo = _read(Path("/proc/self/mountinfo")) if mountinfo is None else mountinfo
         own = _read(Path("/proc/self/cgroup")) if own is None else own
     except OSError as exc:
-        return Cgroups("none", missing=_all_missing(f"cannot read /proc: {exc.strerror}"))
+        return Cgroups.unavailable(f"cannot read /proc: {exc.strerror}")
     unified, v1 = _hierarchies(mountinfo, own)
     maker = _Maker(hive_dir_name(root))
     membership, in_v2 = (None, set()) if unified is None else _in_unified(unified, maker)
@@ -519,10 +534,6 @@ class _Maker:
             path.rmdir()
             return None
         return path
-
-
-def _all_missing(why: str) -> dict[str, str]:
-    return dict.fromkeys(_CONTROLLER, why)
 
 
 def _why_missing(

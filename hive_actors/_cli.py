@@ -129,7 +129,7 @@ def _create(options: argparse.Namespace) -> int:
         # Checked by the daemon, which says what is accepted (exit 4).
         "limits": {
             name: value
-            for name in ("memory", "pids", "cpus")
+            for name in _validate.LIMIT_NAMES
             if (value := getattr(options, name)) is not None
         }
         or None,

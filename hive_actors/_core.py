@@ -41,9 +41,8 @@ from hive_actors._slots import Slots
 from hive_actors._states import Status, check_transition
 from hive_actors._table import SessionTable
 from hive_actors._timers import Timers
-from hive_actors._validate import LIMIT_NAMES
 from hive_actors._watchdog import Watchdog
-from hive_actors.errors import InvalidConfig, RootInUse, WorkspaceError
+from hive_actors.errors import InvalidConfig, InvalidLimits, RootInUse, WorkspaceError
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +62,7 @@ class HiveCore:
                     raise WorkspaceError(directory, exc) from exc
             # First: a default limit it cannot enforce refuses the Hive before it starts
             # a thread or opens the registry.
-            self.cgroups = _cgroups(config)
+            self.cgroups = _open_cgroups(config)
             self.bus = EventBus()
             self.registry = Registry(
                 config.registry_path, self.bus.publish, created=clock.now().isoformat()
@@ -216,15 +215,15 @@ def _run_ends(before: Status, after: Status) -> bool:
 _warned_no_cgroups = False
 
 
-def _cgroups(config: HiveConfig) -> Cgroups:
+def _open_cgroups(config: HiveConfig) -> Cgroups:
     """The cgroups this Hive uses; InvalidConfig if a default limit cannot be enforced."""
     if config.cgroups == "off":
-        cgroups = Cgroups("none", missing=dict.fromkeys(LIMIT_NAMES, "cgroups is off"))
+        cgroups = Cgroups.unavailable("cgroups is off")
     else:
         cgroups = detect(config.root)
     try:
         cgroups.check(config.limits)
-    except ValueError as exc:
+    except InvalidLimits as exc:
         cgroups.close()
         raise InvalidConfig(f"default limits: {exc}") from None
     return cgroups

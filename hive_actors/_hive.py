@@ -41,7 +41,6 @@ from hive_actors.errors import (
     HiveError,
     HostUnavailable,
     InvalidInput,
-    InvalidLimits,
     InvalidTransition,
     SessionNotFound,
     WorkspaceError,
@@ -389,10 +388,7 @@ class Hive(Pooling, Topics):
             else _validate.resume_command(resume_command)
         )
         spec["limits"] = _validate.limits(limits).over(self.config.limits)
-        try:
-            self._core.cgroups.check(spec["limits"])
-        except ValueError as exc:
-            raise InvalidLimits(str(exc)) from None
+        self._core.cgroups.check(spec["limits"])
         return spec
 
     def _make_session(self, session_id: str, spec: dict[str, Any]) -> None:

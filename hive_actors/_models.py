@@ -36,7 +36,7 @@ class Limits(BaseModel):
 
     def given(self) -> tuple[str, ...]:
         """The names of the limits that are set."""
-        return tuple(name for name in ("memory", "pids", "cpus") if getattr(self, name) is not None)
+        return tuple(name for name in type(self).model_fields if getattr(self, name) is not None)
 
     def over(self, defaults: Limits) -> Limits:
         """These limits, each one not given taken from ``defaults``."""

@@ -358,6 +358,14 @@ class AgentProcess:
         # Over: usually since SIGTERM; or since the snapshot, which may miss what it left.
         self._kill_escapees()
 
+    def kill_now(self) -> None:
+        """SIGKILL the run at once, nothing waited for: its whole cgroup where it has one,
+        else its process group."""
+        if self.cgroup is not None:
+            self.kill_tree()
+        else:
+            self.signal_group(signal.SIGKILL)
+
     def _kill_while_it_lasts(self) -> bool:
         """SIGKILL the run's processes (escapees from a shared snapshot) if it still
         lasts; False if it turned out to be over."""
@@ -460,9 +468,8 @@ class AgentProcess:
                 self._reaped_at = time.monotonic()
                 self._reaped = True
                 _forget_run(self.session_id, self.run)
-                if self.cgroup is not None:
-                    pass  # what the run left is killed by the reaper (see its drain)
-                elif self._sweep_when_reaped and self._timers is not None:
+                # With a cgroup, what the run left is the reaper's to kill (see its drain).
+                if self.cgroup is None and self._sweep_when_reaped and self._timers is not None:
                     # Not here: the reaper reaps every session and a pass takes tens of ms.
                     self._timers.call_later(0, self._kill_escapees, at_close=self._kill_escapees)
             return self.exit_code

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import subprocess
 import threading
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from hive_actors._cgroups import EMPTY_POLL
 from hive_actors._process import AgentProcess, Sweeper
 
 log = structlog.get_logger(__name__)
@@ -35,8 +35,6 @@ the next hive re-adopts them by pid and start time.
 DRAIN_LIMIT = 5.0
 """Seconds a run's cgroup may take to empty after its SIGKILL before its end is reported
 anyway (a member stuck in the kernel); its cgroup is then removed by a later start."""
-V1_DRAIN_POLL = 0.01
-"""How often a v1 cgroup (no ``populated`` notification) is looked at while it drains."""
 
 
 @dataclass(slots=True)
@@ -55,7 +53,10 @@ class _Draining:
             return self.process.cgroup_populated()
         # Read through the polled fd itself: that acknowledges the change, else the
         # kernel would report it again at every poll.
-        return b"populated 1" in os.pread(self.fd, 4096, 0)
+        try:
+            return b"populated 1" in os.pread(self.fd, 4096, 0)
+        except OSError:  # its cgroup is gone: nothing is left in it
+            return False
 
 
 class Reaper:
@@ -128,7 +129,7 @@ class Reaper:
                     _LEFT_RUNNING.append(process.popen)
             else:
                 log.error("agent alive at close; killing it", session_id=process.session_id)
-                process.kill_tree() if process.cgroup else process.signal_group(signal.SIGKILL)
+                process.kill_now()
                 self._reap(process)  # the timers close after us: a sweep due runs then
                 _settle(process, time.monotonic() + DRAIN_LIMIT)
             os.close(fd)
@@ -157,14 +158,14 @@ class Reaper:
             return -1
         soonest = min(entry.deadline for entry in self._draining) - time.monotonic()
         if any(entry.fd is None for entry in self._draining):
-            soonest = min(soonest, V1_DRAIN_POLL)
+            soonest = min(soonest, EMPTY_POLL)
         return max(0.0, soonest)
 
     def _check_drains(self) -> None:
         now = time.monotonic()
         left = []
         for entry in self._draining:
-            if entry.deadline <= now or not _still_populated(entry):
+            if entry.deadline <= now or not entry.populated():
                 try:
                     self._finish(entry, entry.deadline)
                 except Exception:
@@ -186,8 +187,8 @@ class Reaper:
                 del self._by_session[process.session_id]
         if _left_something(process):
             self._drain(process, on_exit, exit_code)
-        else:
-            self._finish(_Draining(process, on_exit, exit_code, 0.0, None), 0.0)
+        else:  # known empty: a deadline already over, no look
+            self._settle_and_report(process, on_exit, exit_code, 0.0)
 
     def _drain(self, process: AgentProcess, on_exit: ExitCallback, exit_code: int | None) -> None:
         """Report the run over once its cgroup is empty: what it left (killed just
@@ -202,7 +203,7 @@ class Reaper:
             except OSError:
                 if entry.fd is not None:
                     os.close(entry.fd)
-                entry.fd = None  # looked at every V1_DRAIN_POLL s instead
+                entry.fd = None  # looked at every EMPTY_POLL s instead
         self._draining.append(entry)  # checked once more before the next poll
 
     def _finish(self, entry: _Draining, deadline: float, report: bool = True) -> None:
@@ -210,15 +211,24 @@ class Reaper:
             self._epoll.unregister(entry.fd)
             os.close(entry.fd)
             entry.fd = None
-        process = entry.process
+        on_exit = entry.on_exit if report else None
+        self._settle_and_report(entry.process, on_exit, entry.exit_code, deadline)
+
+    def _settle_and_report(
+        self,
+        process: AgentProcess,
+        on_exit: ExitCallback | None,
+        exit_code: int | None,
+        deadline: float,
+    ) -> None:
         if not _settle(process, deadline):
             log.warning(
                 "a run's cgroup is still busy; left for the next start to remove",
                 session_id=process.session_id,
             )
-        if report:
+        if on_exit is not None:
             try:
-                entry.on_exit(process, entry.exit_code)
+                on_exit(process, exit_code)
             except Exception:
                 log.exception("exit callback failed", session_id=process.session_id)
 
@@ -235,7 +245,7 @@ class Reaper:
 
     def _give_up(self, process: AgentProcess, on_exit: ExitCallback, error: OSError) -> None:
         log.error("cannot watch agent; killing it", session_id=process.session_id, error=str(error))
-        process.kill_tree() if process.cgroup else process.signal_group(signal.SIGKILL)
+        process.kill_now()
         self._report_now(process, on_exit, self._reap(process))
 
     def _reap(self, process: AgentProcess) -> int | None:
@@ -258,13 +268,6 @@ def _left_something(process: AgentProcess) -> bool:
     return True
 
 
-def _still_populated(entry: _Draining) -> bool:
-    try:
-        return entry.populated()
-    except OSError:  # its cgroup is gone: nothing is left in it
-        return False
-
-
 def _settle(process: AgentProcess, deadline: float) -> bool:
     """Kill what is left in the run's cgroup and wait (until ``deadline``, monotonic) for
     it to empty; then keep its counters and remove it. False if it could not be removed.
@@ -272,8 +275,8 @@ def _settle(process: AgentProcess, deadline: float) -> bool:
     A run known to be empty passes a ``deadline`` already over: no look, no wait."""
     try:
         if time.monotonic() < deadline and _left_something(process):
-            while time.monotonic() < deadline and process.cgroup_populated():
-                time.sleep(V1_DRAIN_POLL)
+            assert process.cgroup is not None
+            process.cgroup.wait_empty(deadline)
         return process.settle_cgroup()
     except OSError as exc:
         log.error("cannot settle a run's cgroup", session_id=process.session_id, error=str(exc))

@@ -29,7 +29,7 @@ from pathlib import Path
 import structlog
 
 from hive_actors import _workspace
-from hive_actors._cgroups import run_name
+from hive_actors._cgroups import run_name, session_of
 from hive_actors._core import HiveCore
 from hive_actors._models import SessionInfo
 from hive_actors._process import (
@@ -41,7 +41,7 @@ from hive_actors._process import (
     read_status,
     signal_each,
 )
-from hive_actors._reaper import DRAIN_LIMIT, V1_DRAIN_POLL
+from hive_actors._reaper import DRAIN_LIMIT
 from hive_actors._runner import status_file
 from hive_actors._states import TERMINAL, Status, stop_outcome
 from hive_actors.errors import CorruptState
@@ -155,8 +155,7 @@ def _kill_leftovers(
     }
     doomed = []
     for name in existing - keep:
-        session_id = name.rsplit(".", 1)[0]
-        if core.table.get(session_id) is None:  # not this root's: not ours to kill
+        if core.table.get(session_of(name)) is None:  # not this root's: not ours to kill
             log.warning("a run cgroup of no known session left alone", cgroup=name)
             continue
         doomed.append(cgroups.existing(name))
@@ -164,11 +163,10 @@ def _kill_leftovers(
         members = cgroup.members()
         if cgroup.populated():
             cgroup.kill()
-            found.setdefault(cgroup.name.rsplit(".", 1)[0], []).extend(members)
-    deadline = time.monotonic() + DRAIN_LIMIT
+            found.setdefault(session_of(cgroup.name), []).extend(members)
+    deadline = time.monotonic() + DRAIN_LIMIT  # one for all: they were all killed at once
     for cgroup in doomed:
-        while cgroup.populated() and time.monotonic() < deadline:
-            time.sleep(V1_DRAIN_POLL)
+        cgroup.wait_empty(deadline)
         if not cgroup.remove():
             log.warning("a run's cgroup is still busy; left for the next start", cgroup=cgroup.name)
     return found

@@ -24,6 +24,7 @@ from hive_actors._reaper import ExitCallback, Reaper
 from hive_actors._runtime import ActorPool
 from hive_actors._supervision import Child
 from hive_actors._timers import Timers
+from hive_actors.errors import InvalidLimits
 
 log = structlog.get_logger(__name__)
 
@@ -153,7 +154,7 @@ class ProcessRunner(Child):
         cgroup: RunCgroup | None = None
         try:  # the session was made by a Hive that had what this one may not
             self._cgroups.check(message.limits)
-        except ValueError as exc:
+        except InvalidLimits as exc:
             self.tell_parent(SpawnFailed(message.run, f"cannot enforce its limits: {exc}"))
             return
         if self._cgroups.enabled:

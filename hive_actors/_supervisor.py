@@ -764,8 +764,7 @@ def _with_limits(detail: str, exited: Exited, limits: Limits) -> str:
     none that mattered)."""
     if exited.exit_code == 0:
         return detail
-    usage = exited.usage
-    return describe_hits(detail, limits, usage, exited.memory_kills, exited.forks_refused)
+    return describe_hits(detail, limits, exited.usage, exited.memory_kills, exited.forks_refused)
 
 
 def _answer_failed(reply: ThreadingFuture[Any] | None, error: BaseException | None) -> None:

@@ -268,12 +268,12 @@ def ports(value: object, default: int) -> int:
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 MIN_MEMORY = 1024**2
+"""Below a MiB not even the shim could run."""
 MAX_MEMORY = 1024**5
 """A PiB (1024T): far past any machine, and below where the kernel's counters wrap."""
-"""Below a MiB not even the shim could run."""
 MAX_PIDS = 4_194_304
 """The kernel's own ceiling on pids (``pid_max``)."""
-LIMIT_NAMES = ("memory", "pids", "cpus")
+LIMIT_NAMES = tuple(Limits.model_fields)
 
 
 def memory(value: object, name: str = "memory") -> int | None:

@@ -9,7 +9,6 @@ import json
 import re
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,16 @@ from hive_actors import (
 )
 from hive_actors.testing import fake_agent_command
 
-from .conftest import GIT_IDENTITY, Engines, Recorder, branches, git, in_threads, worktrees
+from .conftest import (
+    GIT_IDENTITY,
+    Engines,
+    Recorder,
+    branches,
+    eventually,
+    git,
+    in_threads,
+    worktrees,
+)
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
@@ -702,10 +710,7 @@ def test_limits_hold_and_usage_is_read_from_the_runs_cgroup(engine: Any) -> None
     info = engine.get_session_info(session_id)
     assert info.limits.model_dump() == {"memory": 256 * 1024**2, "pids": 64, "cpus": 1.0}
     # Fresh while it runs: the shim and its agent, as seen through the session's host.
-    deadline = time.monotonic() + 10
-    while (engine.get_session_info(session_id).usage or Usage()).processes != 2:
-        assert time.monotonic() < deadline, engine.get_session_info(session_id).usage
-        time.sleep(0.01)
+    eventually(lambda: (engine.get_session_info(session_id).usage or Usage()).processes == 2)
     engine.terminate_session(session_id, grace=0)
     assert engine.wait(session_id, timeout=30) == "terminated"
     usage = engine.get_session_info(session_id).usage

@@ -54,8 +54,7 @@ def clear_hive_cgroups(cgroups: _cgroups.Cgroups, timeout: float = 10.0) -> None
     for name in cgroups.runs():
         run = cgroups.existing(name)
         run.kill()
-        while run.populated() and time.monotonic() < deadline:
-            time.sleep(0.005)
+        run.wait_empty(deadline)
         run.remove()
     cgroups.close()
 
